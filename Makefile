@@ -1,0 +1,49 @@
+# mlc — every target sets up what it needs (a .venv built from constraints.txt) on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mlc-installed
+UI_PORT ?= 5000
+OUTPUTS ?= outputs
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast ui bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the pinned stack (torch 2.14.1 CPU/CUDA, Optuna 5 + Hydra sweeper)
+
+# Two pip steps on purpose: hydra-optuna-sweeper 1.3.0 declares optuna<3 (which cannot use an RDB
+# storage with SQLAlchemy 2); the plugin itself works with Optuna 5, so it goes in without its
+# declared dependencies, on top of the pinned modern Optuna. tests/test_install.py checks the result.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]" --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps hydra-optuna-sweeper
+	@touch $(STAMP)
+	@echo "installed: $$($(PY) -c 'import torch, optuna, mlflow; print("torch", torch.__version__, "| optuna", optuna.__version__, "| mlflow", mlflow.__version__)')"
+
+demo: install ## the main job: a small λ-vs-negative-ratio Optuna sweep on the built-in digits data
+	$(PY) -m mlc.train -m experiment=demo
+
+test: install ## run the whole test suite (about 10 minutes on 2 CPU cores)
+	$(PY) -m pytest -q
+
+test-fast: install ## unit tests only (skips end-to-end subprocess runs)
+	$(PY) -m pytest -q -m "not slow"
+
+ui: install ## MLflow dashboard on http://127.0.0.1:$(UI_PORT) over the default store under outputs/
+	@mkdir -p $(OUTPUTS)
+	$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(UI_PORT) \
+		--backend-store-uri sqlite:///$(OUTPUTS)/mlflow.db --default-artifact-root $(OUTPUTS)/mlartifacts
+
+bench: install ## benchmarks (ratios against a baseline measured in the same run) -> experiments/benchmarks/
+	$(PY) -m mlc.bench
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check mlc hydra_plugins tests
+
+clean: ## remove run outputs (keeps .venv)
+	rm -rf $(OUTPUTS)/* && touch $(OUTPUTS)/.gitkeep

@@ -1,0 +1,1 @@
+"""mlc: an experiment platform for multi-label classification losses."""

@@ -1,0 +1,103 @@
+"""Build config objects with ``hydra.utils.instantiate`` and validate the whole config before compute.
+
+``check_config`` constructs everything that is cheap to construct (trainer and tracking settings,
+the dataset source, the loss with placeholder statistics, the optimizer and scheduler on a dummy
+parameter) and checks the backbone name against timm's registry, so that a typo or an out-of-range
+value fails in well under a second with one line naming the key, e.g.::
+
+    error: loss.lam=-0.1: λ must be in [0, 1]
+
+Constructors raise ``ConfigError`` naming their own argument; ``build`` puts the config group in
+front (``lam`` -> ``loss.lam``) and unwraps Hydra's ``InstantiationException``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mlc.errors import ConfigError, MlcError, config_scope, require
+
+log = logging.getLogger("mlc")
+
+GROUPS = ("dataset", "backbone", "loss", "optimizer", "scheduler", "trainer", "tracking")
+
+
+def build(node: DictConfig, scope: str, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``, with any config mistake reported as ``ConfigError`` under ``scope``."""
+    target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
+    try:
+        with config_scope(scope):
+            return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause.under(scope) from None
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            field = str(cause).split("unexpected keyword argument")[-1].strip(" '\"")
+            raise ConfigError(f"{scope}.{field}", node.get(field), f"unknown field for {target}") from None
+        if "Error locating target" in str(err):
+            raise ConfigError(f"{scope}._target_", target, "cannot be imported") from None
+        reason = f"{type(cause).__name__}: {cause}" if cause else str(err).splitlines()[0]
+        raise ConfigError(scope, target, reason.splitlines()[0]) from None
+
+
+@dataclass
+class CheckedConfig:
+    """The settings objects ``check_config`` built on the way; the task reuses them."""
+
+    trainer: Any
+    tracking: Any
+    dataset: Any
+
+
+def check_config(cfg: DictConfig) -> CheckedConfig:
+    for group in GROUPS:
+        require(group in cfg and cfg[group] is not None, group, None, f"the config has no '{group}' group selected")
+    require(isinstance(cfg.get("seed"), int), "seed", cfg.get("seed"), "must be an integer")
+    trainer = build(cfg.trainer, "trainer")
+    tracking = build(cfg.tracking, "tracking")
+    dataset = build(cfg.dataset, "dataset")
+    from mlc.models import check_backbone
+
+    with config_scope("backbone"):
+        require("name" in cfg.backbone, "name", None, "a backbone config needs a timm model name")
+        check_backbone(cfg.backbone.name, bool(cfg.backbone.get("pretrained", False)), cfg.backbone.get("weights_file"))
+    num_classes = len(dataset.class_names)
+    build(cfg.loss, "loss", class_counts=[1.0] * num_classes, negative_count=1, num_samples=num_classes + 1)
+    probe = torch.nn.Linear(1, 1)
+    try:
+        optimizer = build(cfg.optimizer, "optimizer")(probe.parameters())
+    except ValueError as err:  # torch's own range checks, e.g. "Invalid learning rate: -1"
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError("optimizer", cfg.optimizer.get("_target_"), str(err)) from None
+    with config_scope("scheduler"):
+        build(cfg.scheduler, "scheduler")(optimizer, steps_per_epoch=1, max_epochs=trainer.max_epochs)
+    return CheckedConfig(trainer=trainer, tracking=tracking, dataset=dataset)
+
+
+def report_and_exit(err: MlcError, code: int) -> None:
+    """The CLI's answer to a user error: one line on stderr (and in the run log), no traceback."""
+    log.error("error: %s", err)
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+class PreflightCheck(Callback):
+    """Hydra callback: validate the base config once before a multirun starts any trial."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            check_config(task_cfg)
+        except ConfigError as err:
+            report_and_exit(err, 2)

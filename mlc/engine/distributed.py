@@ -1,0 +1,139 @@
+"""Process-group setup and the collectives the trainer needs, written so that world size 1 costs nothing.
+
+Launch with torchrun (``torchrun --nproc_per_node=2 -m mlc.train ...``): the backend is ``gloo`` on
+CPU and ``nccl`` on CUDA. Evaluation shards the split *without padding* (rank r takes samples
+r, r + W, ...), gathers every rank's scores with their sample indices and restores the original
+order, so every sample counts exactly once and DDP metrics equal single-process metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from mlc.errors import ConfigError
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> DistContext:
+        """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); start the process group if needed."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        if use_cuda and not torch.cuda.is_available():
+            raise ConfigError("trainer.device", device, "CUDA was requested but torch.cuda.is_available() is False")
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+            dev = torch.device("cuda", local_rank)
+        else:
+            dev = torch.device("cpu")
+        if world_size > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return cls(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast_object(self, obj: object) -> object:
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather_objects(self, obj: object) -> list:
+        if not self.distributed:
+            return [obj]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def any_flags(self, *flags: bool) -> list[bool]:
+        """Logical OR of each flag over all ranks, in one collective (so every rank takes the same branch)."""
+        if not self.distributed:
+            return [bool(f) for f in flags]
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate each rank's rows (any count per rank) on every rank, in rank order."""
+        if not self.distributed:
+            return tensor
+        count = torch.tensor([tensor.shape[0]], device=self.device)
+        counts = [torch.zeros_like(count) for _ in range(self.world_size)]
+        dist.all_gather(counts, count)
+        sizes = [int(c.item()) for c in counts]
+        padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics drift apart per rank under DDP)."""
+        if self.distributed:
+            for buf in module.buffers():
+                dist.broadcast(buf, src=0)
+
+
+class ShardSampler(Sampler[int]):
+    """This rank's share of a split, reproducible per epoch and resumable mid-epoch.
+
+    ``shuffle``: a permutation seeded by (seed, epoch), independent of the global RNG. ``pad``:
+    repeat a few samples so every rank gets the same count (training: ranks must take the same
+    number of steps); without it (evaluation) each sample appears on exactly one rank.
+    ``set_epoch(epoch, skip)`` drops the first ``skip`` samples of this rank's share (resume).
+    """
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, shuffle: bool = False,
+                 seed: int = 0, pad: bool = False):
+        self.size, self.rank, self.world_size = size, rank, world_size
+        self.shuffle, self.seed, self.pad = shuffle, seed, pad
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def shard(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g)
+        else:
+            order = torch.arange(self.size)
+        if self.pad and self.size % self.world_size:
+            total = math.ceil(self.size / self.world_size) * self.world_size
+            order = torch.cat([order, order.repeat(math.ceil(total / self.size))[: total - self.size]])
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.shard()[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return max(0, len(self.shard()) - self.skip)

@@ -1,0 +1,58 @@
+"""Errors that mlc reports to users as one line.
+
+Every user-facing failure (a bad config value, a broken checkpoint, a loss that became NaN) is an
+``MlcError``: the CLI prints ``error: <message>`` and exits non-zero instead of dumping a traceback,
+because the message already names the culprit.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+class MlcError(Exception):
+    """An error whose message alone tells the user what went wrong and where."""
+
+
+class ConfigError(MlcError, ValueError):
+    """A config value is invalid. ``key`` is the dotted config key, e.g. ``loss.lam``."""
+
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"{key}={value!r}: {reason}")
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same error with its key prefixed, e.g. ``lam`` -> ``loss.lam``."""
+        return ConfigError(f"{prefix}.{self.key}" if prefix else self.key, self.value, self.reason)
+
+
+@contextmanager
+def config_scope(prefix: str) -> Iterator[None]:
+    """Re-raise ``ConfigError`` from a constructor with its key under ``prefix``.
+
+    Constructors name their own keyword argument (``lam``); the caller knows where in the config
+    that argument came from (``loss``), so together they name the full key (``loss.lam``).
+    """
+    try:
+        yield
+    except ConfigError as err:
+        raise err.under(prefix) from None
+
+
+def require(ok: bool, key: str, value: Any, reason: str) -> None:
+    """Raise ``ConfigError(key, value, reason)`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(key, value, reason)
+
+
+class NonFiniteLossError(MlcError):
+    """The training loss became NaN or infinite."""
+
+
+class CheckpointError(MlcError):
+    """A checkpoint is missing, unreadable, or belongs to an incompatible run."""
+
+
+class DataError(MlcError):
+    """Input data is missing or malformed."""

@@ -1,0 +1,245 @@
+"""MLflow tracking of every run, and one parent run per multirun.
+
+Default store: SQLite at ``outputs/mlflow.db`` with artifacts beside it in ``outputs/mlartifacts``;
+``make ui`` serves both. A run logs the resolved config (flattened into params), the command-line
+overrides, the git commit, dataset statistics, per-epoch metrics, the best checkpoint, the config
+files and a plot of the learning curves. It ends FINISHED, FAILED (with the error as a tag) or KILLED.
+
+Multiruns (``-m``): the ``MultirunTracking`` Hydra callback opens a parent run before the first
+trial and writes its id into the sweep directory; each trial finds it there and nests under it (this
+works for any launcher, in-process or not). The parent gets the sweep's summary files at the end.
+
+Everything goes through ``MlflowClient`` with explicit run ids — no global "active run" — so that
+in-process sweep trials cannot leak state into each other.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mlc.errors import require
+
+log = logging.getLogger("mlc.tracking")
+
+PARENT_RUN_FILE = "mlflow_parent_run_id"
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
+SWEEP_SUMMARY_GLOB = "sweep_summary*"
+
+
+@dataclass
+class TrackingSettings:
+    """The ``tracking/`` config group."""
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    artifact_root: str = "outputs/mlartifacts"
+    experiment: str = "mlc"
+    run_name: str | None = None
+    log_checkpoint: str = "best"
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.enabled, bool), "enabled", self.enabled, "must be true or false")
+        require(self.log_checkpoint in ("best", "last", "both", "none"), "log_checkpoint", self.log_checkpoint,
+                "must be best, last, both or none")
+        require(bool(self.experiment), "experiment", self.experiment, "must be a non-empty name")
+
+
+class NullTracker:
+    """Tracking switched off (``tracking=none``): the same interface, doing nothing."""
+
+    run_id = None
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_params(self, params: dict) -> None: ...
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None: ...
+
+
+class MLflowTracker:
+    """One MLflow run, addressed by id through ``MlflowClient``."""
+
+    def __init__(self, settings: TrackingSettings):
+        quiet_mlflow_logs()
+        from mlflow.tracking import MlflowClient
+
+        self.settings = settings
+        Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
+        _ensure_sqlite_parent(settings.tracking_uri)
+        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        self.run_id: str | None = None
+
+    def experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        name = self.settings.experiment
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=Path(self.settings.artifact_root)
+                                                 .resolve().as_uri())
+        except MlflowException:  # created concurrently by another process
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start(self, run_name: str | None = None, tags: dict[str, str] | None = None,
+              parent_run_id: str | None = None, resume_run_id: str | None = None) -> str:
+        if resume_run_id:
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self.run_id = resume_run_id
+            self.set_tags({"mlc.resumed": "true"} | (tags or {}))
+            return resume_run_id
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k[:250], _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if _is_number(v)]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, _param_value(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, tags=items[i:i + 100])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        if self.run_id is None:
+            return
+        if error:
+            self.set_tags({"mlc.error": error})
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def make_tracker(settings: TrackingSettings) -> MLflowTracker | NullTracker:
+    return MLflowTracker(settings) if settings.enabled else NullTracker()
+
+
+class MultirunTracking(Callback):
+    """Hydra callback: a parent MLflow run around a multirun, whose id trials read from the sweep dir."""
+
+    def __init__(self) -> None:
+        self.tracker: MLflowTracker | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        settings = tracking_settings(config)
+        if not settings.enabled:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.tracker = MLflowTracker(settings)
+        choices = OmegaConf.to_container(config.hydra.runtime.choices)
+        search = choices.get("hparams_search") or "multirun"
+        run_id = self.tracker.start(
+            run_name=f"{search}-{sweep_dir.name}",
+            tags={"mlc.kind": "sweep", "mlc.sweep_dir": str(sweep_dir.resolve()),
+                  "mlc.overrides": " ".join(config.hydra.overrides.task), **git_tags()})
+        (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
+        log.info("MLflow parent run %s (experiment %r)", run_id, settings.experiment)
+        atexit.register(self._end, "FAILED", "the multirun did not finish")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.tracker is None:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        for path in sorted(sweep_dir.glob(SWEEP_SUMMARY_GLOB)):
+            self.tracker.log_artifact(path)
+        self._end("FINISHED")
+
+    def _end(self, status: str, error: str | None = None) -> None:
+        if self.tracker is not None:
+            self.tracker.end(status, error)
+            self.tracker = None
+
+
+def tracking_settings(config: DictConfig) -> TrackingSettings:
+    from hydra.utils import instantiate
+
+    return instantiate(config.tracking)
+
+
+def parent_run_id(sweep_dir: str | Path) -> str | None:
+    path = Path(sweep_dir) / PARENT_RUN_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay whole values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flatten(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def git_tags() -> dict[str, str]:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": sha, "mlc.git_dirty": str(bool(dirty)).lower()}
+
+
+def quiet_mlflow_logs() -> None:
+    """MLflow's SQLite store logs every schema migration at INFO; keep the console readable."""
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _ensure_sqlite_parent(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 3] + "..."
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

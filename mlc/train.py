@@ -1,0 +1,238 @@
+"""``python -m mlc.train [overrides]``: train one model; ``-m`` runs a multirun or a sweep.
+
+Examples::
+
+    python -m mlc.train                                   # any_bce on the built-in digits data
+    python -m mlc.train loss=cb_focal dataset.negative_ratio=0.8 trainer.max_epochs=5
+    python -m mlc.train -m loss=bce,cb_bce,any_bce seed=0,1,2
+    python -m mlc.train -m hparams_search=lambda_vs_negative_ratio
+    torchrun --standalone --nproc_per_node=2 -m mlc.train trainer.batch_size=32
+    python -m mlc.train trainer.resume=outputs/runs/<date>/<time>/checkpoints/last.pt
+
+The task returns the best value of ``trainer.monitor`` so that Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from mlc.config import build, check_config, report_and_exit
+from mlc.engine import checkpoint as ckpt
+from mlc.engine.distributed import DistContext
+from mlc.engine.trainer import Trainer, TrainingInterrupted
+from mlc.errors import CheckpointError, ConfigError, MlcError
+from mlc.optim import param_groups
+from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
+
+log = logging.getLogger("mlc")
+
+# Config keys that must match for a checkpoint to be resumed (the rest, e.g. max_epochs, may change).
+RESUME_MUST_MATCH = ("dataset", "backbone", "loss", "optimizer", "scheduler", "seed", "trainer.batch_size",
+                     "trainer.precision")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return train(cfg)
+    except MlcError as err:
+        if multirun:
+            raise  # the sweeper records the trial as failed and goes on
+        report_and_exit(err, 130 if isinstance(err, TrainingInterrupted) else 2 if isinstance(err, ConfigError) else 1)
+
+
+def train(cfg: DictConfig) -> float:
+    checked = check_config(cfg)  # everything cheap is validated before any data or compute
+    dist = DistContext.from_env(checked.trainer.device)
+    try:
+        return _train(cfg, checked, dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
+    settings = checked.trainer
+    seed_everything(int(cfg.seed) + dist.rank)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resume_state = ckpt.load(settings.resume) if settings.resume else None
+    if resume_state is not None:
+        check_resumable(resume_state, resolved)
+    run_dir = Path(dist.broadcast_object(str(_output_dir())))
+
+    # Data: rank 0 first, so that a cache miss generates the data once and the others read the cache.
+    if not dist.is_main:
+        dist.barrier()
+    source = checked.dataset
+    datasets = {split: source.load(split) for split in ("train", "val", "test")}
+    if dist.is_main:
+        dist.barrier()
+    stats = {split: ds.stats() for split, ds in datasets.items()}
+    train_stats = stats["train"]
+
+    model = build(cfg.backbone, "backbone", num_classes=source.num_classes)
+    loss_fn = build(cfg.loss, "loss", class_counts=train_stats.class_counts,
+                    negative_count=train_stats.negative_count, num_samples=train_stats.num_samples)
+    optimizer_partial = build(cfg.optimizer, "optimizer")
+    weight_decay = float(cfg.optimizer.get("weight_decay", 0.0))
+    scheduler_partial = build(cfg.scheduler, "scheduler")
+    loss_name = _choice("loss") or type(loss_fn).__name__
+
+    tracker = make_tracker(checked.tracking) if dist.is_main else make_tracker(_disabled(checked.tracking))
+    trainer = Trainer(settings, model, loss_fn,
+                      optimizer_factory=lambda m: optimizer_partial(param_groups(m, weight_decay)),
+                      scheduler_factory=scheduler_partial, datasets=datasets, run_dir=run_dir, dist=dist,
+                      seed=int(cfg.seed), tracker=tracker, config=resolved, loss_name=loss_name,
+                      class_weights=getattr(source, "class_weights", None))
+    if resume_state is not None:
+        trainer.restore(resume_state)
+
+    if dist.is_main:
+        _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_name)
+    log.info("%s | %s | %s | train %d (%.0f%% negative) val %d test %d | %d process(es) on %s | run dir %s",
+             loss_name, cfg.backbone.name, _choice("dataset") or "dataset", train_stats.num_samples,
+             100 * train_stats.negative_ratio, stats["val"].num_samples, stats["test"].num_samples,
+             dist.world_size, dist.device, trainer.run_dir)
+    try:
+        result = trainer.fit()
+    except TrainingInterrupted as err:
+        tracker.end("KILLED", str(err))
+        raise
+    except BaseException as err:
+        tracker.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
+        raise
+    if dist.is_main:
+        _finish_tracking(tracker, trainer, result, settings)
+    dist.barrier()
+    return float(result.best_value)
+
+
+def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_name) -> None:
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
+    parent = None
+    tags = {"mlc.loss": loss_name, "mlc.run_dir": str(trainer.run_dir.resolve()),
+            "mlc.overrides": " ".join(overrides), "mlc.world_size": str(trainer.dist.world_size), **git_tags()}
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+        parent = parent_run_id(hydra_cfg.sweep.dir)
+        tags |= {"mlc.sweep_dir": str(Path(hydra_cfg.sweep.dir).resolve()), "mlc.job_num": str(hydra_cfg.job.num)}
+    run_name = cfg.tracking.get("run_name") or _default_run_name(cfg, loss_name, hydra_cfg)
+    tracker.start(run_name=run_name, tags=tags, parent_run_id=parent,
+                  resume_run_id=resume_state.get("mlflow_run_id") if resume_state else None)
+    if resume_state is None:
+        params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
+        for split, st in stats.items():
+            params |= {f"data.{split}.size": st.num_samples, f"data.{split}.negative_ratio": round(st.negative_ratio, 6),
+                       f"data.{split}.class_counts": st.class_counts}
+        params |= {"data.class_names": stats["train"].class_names, "train.steps_per_epoch": trainer.steps_per_epoch}
+        tracker.log_params(params)
+        tracker.log_text(json.dumps({s: st.to_dict() for s, st in stats.items()}, indent=2), "dataset_stats.json")
+        tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config/resolved.yaml")
+        for path in sorted((trainer.run_dir / ".hydra").glob("*.yaml")):
+            tracker.log_artifact(path, "config")
+
+
+def _finish_tracking(tracker, trainer: Trainer, result, settings) -> None:
+    summary = {"best_value": result.best_value, "best_epoch": result.best_epoch, "monitor": settings.monitor,
+               "test": result.test_metrics, "history": result.history}
+    (trainer.run_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    tracker.log_metrics({f"best/{settings.monitor}": result.best_value, "best/epoch": result.best_epoch},
+                        step=result.best_epoch)
+    plot = plot_curves(result.history, trainer.run_dir / "curves.png", settings.monitor)
+    tracker.log_artifact(plot)
+    tracker.log_artifact(trainer.run_dir / "result.json")
+    choice = getattr(tracker, "settings", None) and tracker.settings.log_checkpoint
+    for name in {"best": ["best"], "last": ["last"], "both": ["best", "last"]}.get(choice or "none", []):
+        path = trainer.ckpt_dir / f"{name}.pt"
+        if path.exists():
+            tracker.log_artifact(path, "checkpoints")
+    tracker.end("FINISHED")
+    log.info("best %s = %.4f at epoch %d | run dir %s", settings.monitor, result.best_value, result.best_epoch,
+             trainer.run_dir)
+
+
+def plot_curves(history: list[dict], path: Path, monitor: str) -> Path:
+    """Training loss and validation metrics per epoch, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot(epochs, [h["train/loss"] for h in history], marker="o", label="train")
+    ax_loss.plot(epochs, [h["val/loss"] for h in history], marker="o", label="val")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    for key in ("val/f1_macro", "val/f2_macro", "val/map", "val/f1_neg"):
+        ax_val.plot(epochs, [h[key] for h in history], marker="o", label=key.split("/")[1],
+                    linewidth=2.5 if key == monitor else 1.2)
+    ax_val.set(xlabel="epoch", ylim=(0, 1), title="validation")
+    ax_val.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def check_resumable(state: dict, resolved: dict) -> None:
+    """Refuse to resume a checkpoint trained with a different data/model/loss/optimiser setup."""
+    old, new = flatten(state.get("config") or {}), flatten(resolved)
+    diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+             if any(k == p or k.startswith(p + ".") for p in RESUME_MUST_MATCH) and not k.endswith("cache_dir")
+             and old.get(k) != new.get(k)]
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise CheckpointError(f"cannot resume {state['path']}: {diffs[0]}{more}; pass the run's original overrides")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _output_dir() -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(os.getcwd())
+
+
+def _choice(group: str) -> str | None:
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
+def _default_run_name(cfg: DictConfig, loss_name: str, hydra_cfg) -> str:
+    name = f"{loss_name}-{cfg.backbone.name}-{_choice('dataset') or 'data'}"
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+        name += f"-{hydra_cfg.job.num}"
+    return name
+
+
+def _disabled(settings):
+    from dataclasses import replace
+
+    return replace(settings, enabled=False)
+
+
+if __name__ == "__main__":
+    # Under torchrun, only rank 0 owns the run directory: the other ranks log to the console only
+    # and write nothing beside it (the trainer receives rank 0's directory by broadcast).
+    if int(os.environ.get("RANK", "0")) > 0 and not any(a.startswith("hydra.run.dir") for a in sys.argv):
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout",
+                     f"hydra.run.dir={os.environ.get('TMPDIR', '/tmp')}/mlc-rank{os.environ['RANK']}"]
+    main()
