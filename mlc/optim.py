@@ -10,6 +10,7 @@ A schedule config is a ``_partial_`` target; the trainer calls it with
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -17,6 +18,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from mlc.errors import require
+
+log = logging.getLogger("mlc")
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_and_bias: bool = True) -> list[dict]:
@@ -34,8 +37,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, steps_per_epoch: int, max_ep
                   warmup_epochs: float = 1.0, warmup_start_factor: float = 0.01,
                   min_lr_ratio: float = 0.01) -> LambdaLR:
     require(warmup_epochs >= 0, "warmup_epochs", warmup_epochs, "must be >= 0")
-    require(warmup_epochs < max_epochs or max_epochs == 0, "warmup_epochs", warmup_epochs,
-            f"must be shorter than trainer.max_epochs ({max_epochs})")
+    if max_epochs and warmup_epochs > max_epochs / 2:
+        log.warning("warm-up of %g epochs in a %d-epoch run: shortened to %g epochs", warmup_epochs, max_epochs,
+                    max_epochs / 2)
+        warmup_epochs = max_epochs / 2
     require(0 < warmup_start_factor <= 1, "warmup_start_factor", warmup_start_factor, "must be in (0, 1]")
     require(0 <= min_lr_ratio <= 1, "min_lr_ratio", min_lr_ratio, "must be in [0, 1]")
     total = max(1, steps_per_epoch * max_epochs)

@@ -57,6 +57,8 @@ def main(cfg: DictConfig) -> float:
 def train(cfg: DictConfig) -> float:
     checked = check_config(cfg)  # everything cheap is validated before any data or compute
     dist = DistContext.from_env(checked.trainer.device)
+    if not dist.is_main:
+        logging.getLogger("mlc").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
     try:
         return _train(cfg, checked, dist)
     finally:
@@ -217,10 +219,21 @@ def _choice(group: str) -> str | None:
 
 
 def _default_run_name(cfg: DictConfig, loss_name: str, hydra_cfg) -> str:
-    name = f"{loss_name}-{cfg.backbone.name}-{_choice('dataset') or 'data'}"
     if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
-        name += f"-{hydra_cfg.job.num}"
-    return name
+        swept = [_short_override(o) for o in hydra_cfg.overrides.task
+                 if not o.split("=")[0].lstrip("+~").startswith(("experiment", "hparams_search", "hydra"))]
+        return f"#{hydra_cfg.job.num} {loss_name} " + " ".join(swept)
+    return f"{loss_name}-{cfg.backbone.name}-{_choice('dataset') or 'data'}"
+
+
+def _short_override(override: str) -> str:
+    """'loss.lam=0.0302852515' -> 'lam=0.03029' (run names stay readable in the dashboard)."""
+    key, _, value = override.partition("=")
+    try:
+        value = f"{float(value):.4g}" if "." in value or "e" in value else value
+    except ValueError:
+        pass
+    return f"{key.split('.')[-1]}={value}"
 
 
 def _disabled(settings):

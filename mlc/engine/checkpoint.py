@@ -59,23 +59,28 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def capture_rng() -> dict[str, Any]:
-    """RNG states as tensors and plain tuples, so ``weights_only`` loading accepts them."""
+    """RNG states as bytes, ints and tuples only: they pass through ``all_gather_object`` (which cannot
+    carry tensors in every torch version) and load under ``torch.load(weights_only=True)``."""
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (np_name, torch.from_numpy(np_keys.copy()), int(np_pos),
-                                                     int(np_has_gauss), float(np_gauss)),
-             "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(),
+             "numpy": (np_name, np_keys.astype(np.uint32).tobytes(), int(np_pos), int(np_has_gauss), float(np_gauss)),
+             "torch": torch.get_rng_state().numpy().tobytes()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(_as_tuple(state["python"]))
     name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((name, np.frombuffer(keys, dtype=np.uint32).copy(), pos, has_gauss, gauss))
+    torch.set_rng_state(_byte_tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_byte_tensor(s) for s in state["cuda"]])
+
+
+def _byte_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def _as_tuple(x: Any) -> Any:

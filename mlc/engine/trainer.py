@@ -33,8 +33,9 @@ from torch.utils.data import DataLoader
 from mlc.data.base import MultiLabelDataset
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext, ShardSampler
+from mlc.engine.evaluation import evaluate
 from mlc.errors import CheckpointError, MlcError, NonFiniteLossError, require
-from mlc.metrics import METRIC_NAMES, multilabel_metrics
+from mlc.metrics import METRIC_NAMES
 
 log = logging.getLogger("mlc.trainer")
 
@@ -173,35 +174,11 @@ class Trainer:
             result.test_metrics = self._test_best()
         return result
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         """Metrics of the current weights on a whole split (every sample exactly once, any world size)."""
-        dataset = self.datasets[split]
-        self.dist.broadcast_buffers(self.module)
-        self.module.eval()
-        sampler = ShardSampler(len(dataset), self.dist.rank, self.dist.world_size, shuffle=False, pad=False)
-        loader = DataLoader(dataset, batch_size=self.s.eval_batch_size, sampler=sampler,
-                            num_workers=self.s.num_workers, pin_memory=self.device.type == "cuda")
-        logits, targets, indices = [], [], []
-        for batch in loader:
-            with self._autocast():
-                out = self.module(batch["image"].to(self.device, non_blocking=True))
-            logits.append(out.float())
-            targets.append(batch["target"].to(self.device))
-            indices.append(torch.as_tensor(batch["index"], device=self.device))
-        num_classes = len(dataset.class_names)
-        logits_t = self.dist.gather_rows(torch.cat(logits) if logits else torch.zeros(0, num_classes, device=self.device))
-        targets_t = self.dist.gather_rows(torch.cat(targets) if targets else torch.zeros(0, num_classes, device=self.device))
-        index_t = self.dist.gather_rows(torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long, device=self.device))
-        order = torch.argsort(index_t)
-        logits_t, targets_t, index_t = logits_t[order], targets_t[order], index_t[order]
-        if len(index_t) != len(dataset) or not torch.equal(index_t.cpu(), torch.arange(len(dataset))):
-            raise RuntimeError(f"evaluation of {split} saw {len(index_t)} samples, expected each of {len(dataset)} once")
-        metrics = multilabel_metrics(torch.sigmoid(logits_t).cpu().numpy(), targets_t.cpu().numpy(),
-                                     threshold=self.s.threshold, class_weights=self.class_weights)
-        loss_kwargs = {"indices": index_t} if getattr(self.loss_fn, "needs_indices", False) else {}
-        metrics["loss"] = float(self.loss_fn(logits_t, targets_t, **loss_kwargs))
-        return metrics
+        return evaluate(self.module, self.datasets[split], self.dist, self.s.eval_batch_size, loss_fn=self.loss_fn,
+                        threshold=self.s.threshold, class_weights=self.class_weights,
+                        num_workers=self.s.num_workers, autocast_dtype=self.autocast_dtype)
 
     # -- one epoch ----------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""mlc's Hydra sweeper plugins (Hydra finds plugins only in the ``hydra_plugins`` namespace package)."""

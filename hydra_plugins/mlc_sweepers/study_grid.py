@@ -1,0 +1,155 @@
+"""``StudyGridSweeper``: one Optuna study per point of a grid, each run by Hydra's Optuna sweeper.
+
+The question "which λ is best for *this* negative ratio?" is one optimisation per ratio, not one
+joint search (a joint search would spend its trials on the easiest ratio). This sweeper loops over
+the grid (``study_grid: {dataset: {negative_ratio: [0.5, 0.8]}}``, nested like the config) and, for each point, runs the
+unmodified ``hydra_plugins.hydra_optuna_sweeper`` with the grid value as a fixed override and its
+own study name in the same RDB storage. Trials of all studies share one sweep directory (numbered
+on) and one MLflow parent run. At the end it writes ``sweep_summary.{md,json,png}`` to the sweep
+directory and prints the table: the best parameters and metric per grid point.
+
+Before the first trial it checks that the search space fits the config: each bound of every
+searched parameter is validated like a command-line value (so ``interval(-0.1, 0.5)`` for λ fails
+at once, naming ``loss.lam``), and the direction must agree with ``trainer.monitor_mode``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("mlc.sweep")
+
+
+class StudyGridSweeper(Sweeper):
+    def __init__(self, study_grid: DictConfig, sampler: DictConfig, direction: str, storage: str | None,
+                 study_name: str, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 0.0,
+                 params: DictConfig | None = None, custom_search_space: str | None = None) -> None:
+        self.study_grid = _flatten_grid(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
+        self.sampler_cfg, self.direction, self.storage = sampler, str(direction), storage
+        self.study_name, self.n_trials, self.n_jobs = study_name, int(n_trials), int(n_jobs)
+        self.max_failure_rate, self.custom_search_space = float(max_failure_rate), custom_search_space
+        self.params = OmegaConf.to_container(params, resolve=True) if params else {}
+        self.config: DictConfig | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        from mlc.config import report_and_exit
+        from mlc.errors import ConfigError
+
+        try:
+            self._check(config)
+        except ConfigError as err:
+            report_and_exit(err, 2)
+
+    def sweep(self, arguments: list[str]) -> None:
+        from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+        from mlc.errors import ConfigError
+        from mlc.sweeps import StudyRef, write_summary
+
+        assert self.config is not None
+        # The Optuna sweeper builds Optuna-2-style distributions, deprecated (not removed) in Optuna 5.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\..*")
+        clash = [a for a in arguments if a.split("=", 1)[0].lstrip("+~") in self.study_grid]
+        if clash:
+            from mlc.config import report_and_exit
+
+            report_and_exit(ConfigError(clash[0].split("=", 1)[0], clash[0].split("=", 1)[1],
+                                        "is swept by hydra.sweeper.study_grid; change the grid instead"), 2)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        keys = list(self.study_grid)
+        points = list(itertools.product(*(self.study_grid[k] for k in keys))) or [()]
+        studies: list[StudyRef] = []
+        job_idx = 0
+        for number, values in enumerate(points, start=1):
+            fixed = dict(zip(keys, values, strict=True))
+            label = ", ".join(f"{k}={v}" for k, v in fixed.items())
+            name = f"{self.study_name}[{label}]" if label else self.study_name
+            log.info("study %d/%d: %s (%d trials)", number, len(points), name, self.n_trials)
+            optuna_sweeper = OptunaSweeper(
+                sampler=instantiate(self.sampler_cfg), direction=self.direction, storage=self.storage,
+                study_name=name, n_trials=self.n_trials, n_jobs=self.n_jobs,
+                max_failure_rate=self.max_failure_rate, search_space=None,
+                custom_search_space=self.custom_search_space, params=OmegaConf.create(self.params))
+            optuna_sweeper.setup(hydra_context=self.hydra_context, task_function=self.task_function,
+                                 config=self.config)
+            optuna_sweeper.sweeper.job_idx = job_idx  # trials of all studies numbered on in one sweep dir
+            optuna_sweeper.sweep([*arguments, *(f"{k}={v}" for k, v in fixed.items())])
+            job_idx = optuna_sweeper.sweeper.job_idx
+            results = sweep_dir / "optimization_results.yaml"
+            if results.exists():  # the Optuna sweeper writes one file per sweep; keep each study's
+                results.replace(sweep_dir / f"optimization_results-{number}.yaml")
+            studies.append(StudyRef(name=name, fixed=fixed))
+        monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="objective"))
+        table = write_summary(studies, storage=self.storage, sweep_dir=sweep_dir, monitor=monitor,
+                              direction=self.direction, searched=list(self.params))
+        print(table, flush=True)
+
+    # -- checks before any trial ------------------------------------------------------------------
+
+    def _check(self, config: DictConfig) -> None:
+        from mlc.config import check_config
+        from mlc.errors import ConfigError
+
+        mode = OmegaConf.select(config, "trainer.monitor_mode")
+        expected = {"maximize": "max", "minimize": "min"}.get(self.direction)
+        if expected is None:
+            raise ConfigError("hydra.sweeper.direction", self.direction, "must be maximize or minimize")
+        if mode != expected:
+            raise ConfigError("hydra.sweeper.direction", self.direction,
+                              f"disagrees with trainer.monitor_mode={mode} ({config.trainer.monitor})")
+        for key, values in self.study_grid.items():
+            if OmegaConf.select(config, key, default="__missing__") == "__missing__":
+                raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, f"'{key}' is not a config key")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, "must be a non-empty list")
+        if self.n_trials < 1:
+            raise ConfigError("hydra.sweeper.n_trials", self.n_trials, "must be >= 1")
+        if self.storage and str(self.storage).startswith("sqlite:///"):
+            Path(str(self.storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        probes = [(k, v) for k, vs in self.study_grid.items() for v in vs]
+        probes += [(k, v) for k, spec in self.params.items() for v in _extremes(k, spec)]
+        for key, value in probes:
+            probe = task.copy()
+            OmegaConf.update(probe, key, value, force_add=False)
+            try:
+                check_config(probe)
+            except ConfigError as err:
+                source = "hydra.sweeper.study_grid" if key in self.study_grid else f"hydra.sweeper.params.{key}"
+                raise ConfigError(err.key, err.value, f"{err.reason} (a value of {source})") from None
+
+
+def _flatten_grid(grid: dict, prefix: str = "") -> dict[str, list]:
+    """``{dataset: {negative_ratio: [..]}}`` -> ``{"dataset.negative_ratio": [..]}`` (a list is a leaf)."""
+    out: dict[str, list] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            out |= _flatten_grid(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _extremes(key: str, spec: Any) -> list[Any]:
+    """The values at the edges of a search-space entry such as ``tag(log, interval(0.001, 0.5))``."""
+    sweep = OverridesParser.create().parse_override(f"{key}={spec}").value()
+    if isinstance(sweep, IntervalSweep):
+        return [sweep.start, sweep.end]
+    if isinstance(sweep, RangeSweep):
+        return [sweep.start, sweep.stop - (sweep.step or 1)]
+    if isinstance(sweep, ChoiceSweep):
+        return list(sweep.list)
+    return [sweep]
