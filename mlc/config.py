@@ -86,8 +86,11 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
 
 
 def report_and_exit(err: MlcError, code: int) -> None:
-    """The CLI's answer to a user error: one line on stderr (and in the run log), no traceback."""
-    log.error("error: %s", err)
+    """The CLI's answer to a user error: one line on stderr (and in the run's log file), no traceback."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (err,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     print(f"error: {err}", file=sys.stderr, flush=True)
     sys.exit(code)
 

@@ -73,6 +73,9 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
     if resume_state is not None:
         check_resumable(resume_state, resolved)
     run_dir = Path(dist.broadcast_object(str(_output_dir())))
+    if resume_state is None and (run_dir / "checkpoints" / "last.pt").exists():
+        raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'} already exists: refusing to overwrite "
+                              f"another run's checkpoint (resume it with trainer.resume=<path>)")
 
     # Data: rank 0 first, so that a cache miss generates the data once and the others read the cache.
     if not dist.is_main:

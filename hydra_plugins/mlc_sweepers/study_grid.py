@@ -35,11 +35,11 @@ class StudyGridSweeper(Sweeper):
     def __init__(self, study_grid: DictConfig, sampler: DictConfig, direction: str, storage: str | None,
                  study_name: str, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 0.0,
                  params: DictConfig | None = None, custom_search_space: str | None = None) -> None:
-        self.study_grid = _flatten_grid(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
+        self.study_grid = _flatten_leaves(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
         self.sampler_cfg, self.direction, self.storage = sampler, str(direction), storage
         self.study_name, self.n_trials, self.n_jobs = study_name, int(n_trials), int(n_jobs)
         self.max_failure_rate, self.custom_search_space = float(max_failure_rate), custom_search_space
-        self.params = OmegaConf.to_container(params, resolve=True) if params else {}
+        self.params = _flatten_leaves(OmegaConf.to_container(params, resolve=True) if params else {})
         self.config: DictConfig | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -49,6 +49,10 @@ class StudyGridSweeper(Sweeper):
 
         try:
             self._check(config)
+            self._check_values(config, [(k, v) for k, vs in self.study_grid.items() for v in vs],
+                               "hydra.sweeper.study_grid")
+            self._check_values(config, [(k, v) for k, spec in self.params.items() for v in _extremes(k, spec)],
+                               "hydra.sweeper.params.{key}")
         except ConfigError as err:
             report_and_exit(err, 2)
 
@@ -61,12 +65,17 @@ class StudyGridSweeper(Sweeper):
         assert self.config is not None
         # The Optuna sweeper builds Optuna-2-style distributions, deprecated (not removed) in Optuna 5.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\..*")
+        from mlc.config import report_and_exit
+
         clash = [a for a in arguments if a.split("=", 1)[0].lstrip("+~") in self.study_grid]
         if clash:
-            from mlc.config import report_and_exit
-
             report_and_exit(ConfigError(clash[0].split("=", 1)[0], clash[0].split("=", 1)[1],
                                         "is swept by hydra.sweeper.study_grid; change the grid instead"), 2)
+        try:  # search spaces given on the command line (loss.lam='interval(0.001, 0.5)'), checked like params
+            self._check_values(self.config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
+                               "the command-line search space of {key}")
+        except ConfigError as err:
+            report_and_exit(err, 2)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         keys = list(self.study_grid)
@@ -100,7 +109,6 @@ class StudyGridSweeper(Sweeper):
     # -- checks before any trial ------------------------------------------------------------------
 
     def _check(self, config: DictConfig) -> None:
-        from mlc.config import check_config
         from mlc.errors import ConfigError
 
         mode = OmegaConf.select(config, "trainer.monitor_mode")
@@ -119,33 +127,53 @@ class StudyGridSweeper(Sweeper):
             raise ConfigError("hydra.sweeper.n_trials", self.n_trials, "must be >= 1")
         if self.storage and str(self.storage).startswith("sqlite:///"):
             Path(str(self.storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
+        """Validate the config with each (key, value) in turn, as if given on the command line."""
+        from mlc.config import check_config
+        from mlc.errors import ConfigError
+
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        probes = [(k, v) for k, vs in self.study_grid.items() for v in vs]
-        probes += [(k, v) for k, spec in self.params.items() for v in _extremes(k, spec)]
         for key, value in probes:
             probe = task.copy()
             OmegaConf.update(probe, key, value, force_add=False)
             try:
                 check_config(probe)
             except ConfigError as err:
-                source = "hydra.sweeper.study_grid" if key in self.study_grid else f"hydra.sweeper.params.{key}"
-                raise ConfigError(err.key, err.value, f"{err.reason} (a value of {source})") from None
+                raise ConfigError(err.key, err.value, f"{err.reason} (a value of {source.format(key=key)})") from None
 
 
-def _flatten_grid(grid: dict, prefix: str = "") -> dict[str, list]:
-    """``{dataset: {negative_ratio: [..]}}`` -> ``{"dataset.negative_ratio": [..]}`` (a list is a leaf)."""
+def _flatten_leaves(grid: dict, prefix: str = "") -> dict[str, list]:
+    """``{dataset: {negative_ratio: [..]}}`` -> ``{"dataset.negative_ratio": [..]}`` (a non-dict is a leaf).
+
+    Grid and search space are written nested, like the config they address, so that one entry can be
+    overridden from the command line (``hydra.sweeper.params.loss.lam='interval(0.01, 0.2)'``).
+    """
     out: dict[str, list] = {}
     for key, value in grid.items():
         if isinstance(value, dict):
-            out |= _flatten_grid(value, f"{prefix}{key}.")
+            out |= _flatten_leaves(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
     return out
 
 
+def _argument_extremes(argument: str) -> list[tuple[str, Any]]:
+    """(key, value) probes for a sweep given as a command-line argument; none for a plain override."""
+    override = OverridesParser.create().parse_override(argument)
+    if not override.is_sweep_override():
+        return []
+    key = override.get_key_element()
+    return [(key, v) for v in _values_at_edges(override.value())]
+
+
 def _extremes(key: str, spec: Any) -> list[Any]:
     """The values at the edges of a search-space entry such as ``tag(log, interval(0.001, 0.5))``."""
-    sweep = OverridesParser.create().parse_override(f"{key}={spec}").value()
+    return _values_at_edges(OverridesParser.create().parse_override(f"{key}={spec}").value())
+
+
+def _values_at_edges(sweep: Any) -> list[Any]:
     if isinstance(sweep, IntervalSweep):
         return [sweep.start, sweep.end]
     if isinstance(sweep, RangeSweep):

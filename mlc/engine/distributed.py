@@ -82,6 +82,13 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
 
+    def sum_over_ranks(self, *values: float) -> list[float]:
+        if not self.distributed:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
     def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate each rank's rows (any count per rank) on every rank, in rank order."""
         if not self.distributed:

@@ -34,7 +34,7 @@ from mlc.data.base import MultiLabelDataset
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext, ShardSampler
 from mlc.engine.evaluation import evaluate
-from mlc.errors import CheckpointError, MlcError, NonFiniteLossError, require
+from mlc.errors import MlcError, NonFiniteLossError, require
 from mlc.metrics import METRIC_NAMES
 
 log = logging.getLogger("mlc.trainer")
@@ -75,6 +75,8 @@ class TrainerSettings:
         require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "must be auto, cpu or cuda")
         require(str(self.precision) in PRECISIONS, "precision", self.precision, f"must be one of {', '.join(PRECISIONS)}")
         self.precision = str(self.precision)
+        require(self.precision != "16-mixed" or (self.device != "cpu" and torch.cuda.is_available()), "precision",
+                self.precision, "fp16 AMP needs CUDA (no GPU here); use '32' or 'bf16-mixed' on CPU")
         require(self.grad_clip_norm is None or (isinstance(self.grad_clip_norm, (int, float))
                                                 and self.grad_clip_norm > 0),
                 "grad_clip_norm", self.grad_clip_norm, "must be > 0, or null for no clipping")
@@ -109,8 +111,6 @@ class Trainer:
         self.class_weights = class_weights
         self.device = dist.device
         self.autocast_dtype = PRECISIONS[settings.precision]
-        if settings.precision == "16-mixed" and self.device.type != "cuda":
-            raise MlcError("trainer.precision='16-mixed' needs CUDA; on CPU use '32' or 'bf16-mixed'")
         self.module = model.to(self.device)
         self.model = DistributedDataParallel(self.module, device_ids=[dist.local_rank] if self.device.type == "cuda"
                                              else None) if dist.distributed else self.module
@@ -133,6 +133,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_value, self.best_epoch = None, -1
         self.history: list[dict[str, float]] = []
+        self.epoch_loss_sum, self.epoch_seen = 0.0, 0  # running train loss of the epoch in progress
         self._stop_signal: str | None = None
 
     # -- public -------------------------------------------------------------------------------------
@@ -147,6 +148,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.best_value, self.best_epoch = state["best_value"], int(state["best_epoch"])
         self.history = list(state["history"])
+        self.epoch_loss_sum, self.epoch_seen = float(state["epoch_loss_sum"]), int(state["epoch_seen"])
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
             log.warning("resuming with %d process(es) from a checkpoint written by %d: the data order "
@@ -158,9 +160,6 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", state["path"], self.epoch + 1, self.step_in_epoch)
 
     def fit(self) -> FitResult:
-        if self.epoch == 0 and self.step_in_epoch == 0 and (self.ckpt_dir / "last.pt").exists():
-            raise CheckpointError(f"{self.ckpt_dir / 'last.pt'} already exists: refusing to overwrite another "
-                                  f"run's checkpoint (resume it with trainer.resume=<path>)")
         previous = self._install_signal_handlers()
         try:
             while self.epoch < self.s.max_epochs:
@@ -193,7 +192,7 @@ class Trainer:
                             persistent_workers=False)
         self.model.train()
         started = time.perf_counter()
-        loss_sum, seen, steps = 0.0, 0, 0
+        seen_before = self.epoch_seen
         needs_indices = getattr(self.loss_fn, "needs_indices", False)
         for step, batch in enumerate(loader, start=skip_steps):
             if step >= self.steps_per_epoch:
@@ -217,13 +216,14 @@ class Trainer:
             self.step_in_epoch = step + 1
             nonfinite, stop = self.dist.any_flags(not math.isfinite(value), self._stop_signal is not None)
             if nonfinite:
+                last = self.ckpt_dir / "last.pt"
+                kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
                 raise NonFiniteLossError(
                     f"loss '{self.loss_name}' became {value} at epoch {epoch + 1}, step {step + 1} "
-                    f"(lr={self._lr():.3g}, precision={self.s.precision}); stopped without saving — the last "
-                    f"good checkpoint is {self.ckpt_dir / 'last.pt'} if one exists")
-            loss_sum += value * len(y)
-            seen += len(y)
-            steps += 1
+                    f"(lr={self._lr():.3g}, precision={self.s.precision}): {kept}; try a lower optimizer.lr "
+                    f"or trainer.grad_clip_norm")
+            self.epoch_loss_sum += value * len(y)
+            self.epoch_seen += len(y)
             if stop:
                 self._save("last")
                 raise TrainingInterrupted(
@@ -234,8 +234,10 @@ class Trainer:
                          value, self._lr())
         train_seconds = time.perf_counter() - started
         val = self.evaluate("val")
-        record = {"epoch": epoch + 1, "train/loss": loss_sum / max(seen, 1), "lr": self._lr(),
-                  "train/seconds": train_seconds, "train/samples_per_s": seen * self.dist.world_size / train_seconds,
+        loss_sum, seen_total, seen_now = self.dist.sum_over_ranks(self.epoch_loss_sum, self.epoch_seen,
+                                                                  self.epoch_seen - seen_before)
+        record = {"epoch": epoch + 1, "train/loss": loss_sum / max(seen_total, 1), "lr": self._lr(),
+                  "train/seconds": train_seconds, "train/samples_per_s": seen_now / train_seconds,
                   **{f"val/{k}": v for k, v in val.items()}}
         value = record[self.s.monitor]
         improved = self.best_value is None or (value > self.best_value if self.s.monitor_mode == "max"
@@ -244,6 +246,7 @@ class Trainer:
             self.best_value, self.best_epoch = value, epoch + 1
         self.history.append(record)
         self.epoch, self.step_in_epoch = epoch + 1, 0
+        self.epoch_loss_sum, self.epoch_seen = 0.0, 0
         self._save("last")
         if improved:
             self._save("best")
@@ -274,7 +277,8 @@ class Trainer:
         state = {"format": ckpt.FORMAT_VERSION, "model": self.module.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                 "global_step": self.global_step, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                 "global_step": self.global_step, "epoch_loss_sum": self.epoch_loss_sum,
+                 "epoch_seen": self.epoch_seen, "best_value": self.best_value, "best_epoch": self.best_epoch,
                  "monitor": self.s.monitor, "history": self.history, "rng": rng_states, "config": self.config,
                  "world_size": self.dist.world_size, "mlflow_run_id": getattr(self.tracker, "run_id", None)}
         ckpt.save_atomic(state, self.ckpt_dir / f"{name}.pt")

@@ -1,0 +1,57 @@
+"""Shared test helpers: run the real CLI in a subprocess against a temporary outputs/ directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small digits configuration: a whole epoch takes well under a second on 2 CPU cores.
+SMALL = ["dataset.train_size=256", "dataset.val_size=128", "dataset.test_size=128", "trainer.batch_size=32"]
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """One digits cache for the whole session: each configuration is generated once."""
+    return tmp_path_factory.mktemp("digits-cache")
+
+
+@pytest.fixture
+def outputs(tmp_path) -> Path:
+    out = tmp_path / "outputs"
+    out.mkdir()
+    return out
+
+
+def cli_env(outputs: Path, **extra: str) -> dict[str, str]:
+    return os.environ | {"MLC_OUTPUTS": str(outputs), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"} | extra
+
+
+def run_cli(args: list[str], outputs: Path, cache: Path, timeout: int = 300, module: str = "mlc.train",
+            **env: str) -> subprocess.CompletedProcess:
+    """``python -m <module> <args> paths.cache=<cache>`` with MLC_OUTPUTS=<outputs>; output captured."""
+    cmd = [sys.executable, "-m", module, *args, f"paths.cache={cache}"]
+    return subprocess.run(cmd, cwd=ROOT, env=cli_env(outputs, **env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def mlflow_runs(outputs: Path, experiment: str = "mlc") -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r} in {outputs}"
+    return client.search_runs([exp.experiment_id])
+
+
+def compose(overrides: list[str] | None = None):
+    """The task config as `python -m mlc.train <overrides>` would see it (in-process, no run)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides or [])

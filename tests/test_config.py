@@ -1,0 +1,91 @@
+"""Config groups compose and instantiate; bad values fail before compute with one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from mlc.config import check_config
+from mlc.errors import ConfigError
+from tests.conftest import ROOT, SMALL, compose, run_cli
+
+OPTIONS = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+           for group in ("dataset", "backbone", "loss", "optimizer", "scheduler", "trainer", "tracking")}
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in OPTIONS.items() for o in opts])
+def test_every_option_composes_and_passes_the_checks(group, option):
+    check_config(compose([f"{group}={option}"]))
+
+
+@pytest.mark.parametrize("option", OPTIONS["loss"])
+def test_every_loss_option_builds_a_module_with_training_stats(option):
+    cfg = compose([f"loss={option}"])
+    loss = instantiate(cfg.loss, class_counts=[10, 5, 1], negative_count=20, num_samples=34)
+    logits = torch.randn(4, 3, requires_grad=True)
+    value = loss(logits, torch.tensor([[1.0, 0, 0], [0, 0, 0], [1, 1, 0], [0, 0, 1]]))
+    value.backward()
+    assert value.ndim == 0 and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("option,expected", [
+    ("bce", dict(base="bce", alpha=0.0, beta=None)),
+    ("focal", dict(base="focal", alpha=0.0, beta=None, gamma=2.0)),
+    ("cb_bce", dict(base="bce", alpha=0.0, beta=0.9999)),
+    ("cb_focal", dict(base="focal", alpha=0.0, beta=0.9999, gamma=2.0)),
+    ("any_bce", dict(base="bce", alpha=1.0, beta=0.9999, lam=0.02)),
+    ("any_focal", dict(base="focal", alpha=1.0, beta=0.9999, lam=0.02, gamma=2.0)),
+])
+def test_loss_defaults_are_the_reference_values(option, expected):
+    cfg = compose([f"loss={option}"])
+    assert cfg.loss.reduction == "labels"
+    for key, value in expected.items():
+        assert cfg.loss[key] == value, key
+
+
+def test_presets_compose():
+    cfg = compose(["hparams_search=lambda_vs_negative_ratio"])
+    assert cfg.tracking.experiment == "lambda_vs_negative_ratio"
+    demo = compose(["experiment=demo"])
+    assert demo.trainer.max_epochs == 5 and demo.loss._target_.endswith("AnyClassPresenceLoss")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("loss.lam=-0.1", "loss.lam"), ("loss.beta=1.0", "loss.beta"), ("loss.gamma=-1", "loss.gamma"),
+    ("dataset.negative_ratio=1.2", "dataset.negative_ratio"), ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ("trainer.monitor=val/acc", "trainer.monitor"), ("optimizer.lr=-1", "optimizer"),
+    ("backbone.name=resnet5O", "backbone.name"), ("trainer.precision=16-mixed", "trainer.precision"),
+    ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
+])
+def test_check_config_names_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose([override]))
+    assert err.value.key == key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,expected", [
+    ("loss.lam=-0.1", "error: loss.lam=-0.1: λ must be in [0, 1]"),
+    ("loss.beta=1.0", "error: loss.beta=1.0: β must be in [0, 1), or null for no class balancing"),
+    ("backbone.name=resnet5O", "error: backbone.name='resnet5O': not a timm model (did you mean resnet50"),
+])
+def test_cli_reports_bad_values_in_one_line_before_any_compute(override, expected, outputs, data_cache):
+    result = run_cli([override, *SMALL], outputs, data_cache)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected)
+    assert not (outputs / "mlflow.db").exists()  # failed before tracking, data or training began
+    assert not list(outputs.glob("runs/*/*/checkpoints"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,first_line", [
+    (["loss.lamb=0.1"], "Could not override 'loss.lamb'."),
+    (["loss=hinge"], "In 'train': Could not find 'loss/hinge'"),
+])
+def test_cli_typos_name_the_key(args, first_line, outputs, data_cache):
+    result = run_cli(args, outputs, data_cache)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[0] == first_line
+    assert not (outputs / "mlflow.db").exists()
+
