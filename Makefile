@@ -1,5 +1,8 @@
 # mlc — every target sets up what it needs (a .venv built from constraints.txt) on a fresh machine.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+# This machine's pip configuration lists local mirrors that may not exist; pip warns once per package.
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,8 +23,9 @@ install: $(STAMP) ## create .venv with the pinned stack (torch 2.14.1 CPU/CUDA, 
 # declared dependencies, on top of the pinned modern Optuna. tests/test_install.py checks the result.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]" --config-settings editable_mode=compat
-	$(PY) -m pip install --quiet -c constraints.txt --no-deps hydra-optuna-sweeper
+	@echo "installing the pinned stack into $(VENV) (about 2 minutes on a fresh machine)..."
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]" --config-settings editable_mode=compat $(PIP_QUIET)
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps hydra-optuna-sweeper $(PIP_QUIET)
 	@touch $(STAMP)
 	@echo "installed: $$($(PY) -c 'import torch, optuna, mlflow; print("torch", torch.__version__, "| optuna", optuna.__version__, "| mlflow", mlflow.__version__)')"
 
@@ -34,10 +38,8 @@ test: install ## run the whole test suite (about 10 minutes on 2 CPU cores)
 test-fast: install ## unit tests only (skips end-to-end subprocess runs)
 	$(PY) -m pytest -q -m "not slow"
 
-ui: install ## MLflow dashboard on http://127.0.0.1:$(UI_PORT) over the default store under outputs/
-	@mkdir -p $(OUTPUTS)
-	$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(UI_PORT) \
-		--backend-store-uri sqlite:///$(OUTPUTS)/mlflow.db --default-artifact-root $(OUTPUTS)/mlartifacts
+ui: install ## MLflow dashboard on http://127.0.0.1:5000 (UI_PORT=...) over the store in outputs/
+	$(PY) -m mlc.ui --outputs $(OUTPUTS) --port $(UI_PORT)
 
 bench: install ## benchmarks (ratios against a baseline measured in the same run) -> experiments/benchmarks/
 	$(PY) -m mlc.bench

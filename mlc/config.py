@@ -85,6 +85,17 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
     return CheckedConfig(trainer=trainer, tracking=tracking, dataset=dataset)
 
 
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The task config that ``python -m mlc.train <overrides>`` would run, composed in-process."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf_dir = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose("train", overrides=overrides or [])
+
+
 def report_and_exit(err: MlcError, code: int) -> None:
     """The CLI's answer to a user error: one line on stderr (and in the run's log file), no traceback."""
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (err,), None)

@@ -7,8 +7,9 @@ because the message already names the culprit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 
 class MlcError(Exception):

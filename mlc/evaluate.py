@@ -31,8 +31,9 @@ def evaluate_checkpoint(path: str, split: str = "val", device: str = "cpu") -> d
     loss_fn = build(cfg.loss, "loss", class_counts=train_stats.class_counts,
                     negative_count=train_stats.negative_count, num_samples=train_stats.num_samples)
     dist = DistContext.from_env(device) if device != "cpu" else DistContext()
-    return evaluate(model.to(dist.device), dataset, dist, int(cfg.trainer.eval_batch_size), loss_fn=loss_fn.to(dist.device),
-                    threshold=float(cfg.trainer.threshold), class_weights=getattr(source, "class_weights", None))
+    return evaluate(model.to(dist.device), dataset, dist, int(cfg.trainer.eval_batch_size),
+                    loss_fn=loss_fn.to(dist.device), threshold=float(cfg.trainer.threshold),
+                    class_weights=getattr(source, "class_weights", None))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,7 +83,8 @@ def write_summary(studies: list[StudyRef], storage: str, sweep_dir: Path, monito
                    if parent.exists() else "MLflow:    tracking disabled")
     text = "\n".join([
         f"Sweep result ({direction} {monitor}; best per study):", "", table, "",
-        f"Optuna:    {storage}  ({len(results)} studies named '{results[0].name.split('[')[0]}[...]')" if results else "",
+        f"Optuna:    {storage}  ({len(results)} studies named '{results[0].name.split('[')[0]}[...]')"
+        if results else "",
         mlflow_line,
         f"Sweep dir: {sweep_dir}  (trial runs 0..N, {SUMMARY_STEM}.md/.json{'/.png' if plot else ''})",
     ])

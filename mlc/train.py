@@ -139,7 +139,8 @@ def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_n
     if resume_state is None:
         params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
         for split, st in stats.items():
-            params |= {f"data.{split}.size": st.num_samples, f"data.{split}.negative_ratio": round(st.negative_ratio, 6),
+            params |= {f"data.{split}.size": st.num_samples,
+                       f"data.{split}.negative_ratio": round(st.negative_ratio, 6),
                        f"data.{split}.class_counts": st.class_counts}
         params |= {"data.class_names": stats["train"].class_names, "train.steps_per_epoch": trainer.steps_per_epoch}
         tracker.log_params(params)

@@ -50,8 +50,6 @@ def mlflow_runs(outputs: Path, experiment: str = "mlc") -> list:
 
 def compose(overrides: list[str] | None = None):
     """The task config as `python -m mlc.train <overrides>` would see it (in-process, no run)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from mlc.config import compose_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides or [])
+    return compose_config(overrides)

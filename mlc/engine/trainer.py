@@ -66,14 +66,16 @@ class TrainerSettings:
     log_every_n_steps: int = 0
 
     def __post_init__(self) -> None:
-        require(_int(self.max_epochs) and self.max_epochs >= 1, "max_epochs", self.max_epochs, "must be an integer >= 1")
+        require(_int(self.max_epochs) and self.max_epochs >= 1, "max_epochs", self.max_epochs,
+                "must be an integer >= 1")
         require(_int(self.batch_size) and self.batch_size >= 2, "batch_size", self.batch_size,
                 "must be an integer >= 2 (BatchNorm needs two samples)")
         require(_int(self.eval_batch_size) and self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
                 "must be an integer >= 1")
         require(_int(self.num_workers) and self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
         require(self.device in ("auto", "cpu", "cuda"), "device", self.device, "must be auto, cpu or cuda")
-        require(str(self.precision) in PRECISIONS, "precision", self.precision, f"must be one of {', '.join(PRECISIONS)}")
+        require(str(self.precision) in PRECISIONS, "precision", self.precision,
+                f"must be one of {', '.join(PRECISIONS)}")
         self.precision = str(self.precision)
         require(self.precision != "16-mixed" or (self.device != "cpu" and torch.cuda.is_available()), "precision",
                 self.precision, "fp16 AMP needs CUDA (no GPU here); use '32' or 'bf16-mixed' on CPU")
