@@ -107,11 +107,22 @@ def report_and_exit(err: MlcError, code: int) -> None:
 
 
 class PreflightCheck(Callback):
-    """Hydra callback: validate the base config once before a multirun starts any trial."""
+    """Hydra callback: validate the config, and the sweep if its sweeper can, before a multirun starts.
+
+    Runs before any other callback (see ``conf/hydra/default.yaml``), so a bad sweep fails in a second
+    without opening an MLflow parent run or a study. A sweeper class opts in with a ``preflight(config)``
+    classmethod that raises ``ConfigError``.
+    """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.utils import get_class
+
         task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         try:
             check_config(task_cfg)
+            target = OmegaConf.select(config, "hydra.sweeper._target_")
+            sweeper_cls = get_class(target) if target else None
+            if hasattr(sweeper_cls, "preflight"):
+                sweeper_cls.preflight(config)
         except ConfigError as err:
             report_and_exit(err, 2)

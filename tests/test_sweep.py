@@ -62,3 +62,4 @@ def test_bad_search_space_fails_before_any_trial(override, message, outputs, dat
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message), result.stderr
     assert not list(outputs.glob("multirun/*/*/0"))  # no trial ran
+    assert not (outputs / "mlflow.db").exists() and not (outputs / "optuna.db").exists()  # nor a run or study

@@ -8,9 +8,10 @@ own study name in the same RDB storage. Trials of all studies share one sweep di
 on) and one MLflow parent run. At the end it writes ``sweep_summary.{md,json,png}`` to the sweep
 directory and prints the table: the best parameters and metric per grid point.
 
-Before the first trial it checks that the search space fits the config: each bound of every
-searched parameter is validated like a command-line value (so ``interval(-0.1, 0.5)`` for λ fails
-at once, naming ``loss.lam``), and the direction must agree with ``trainer.monitor_mode``.
+Before anything starts (``preflight``, run by mlc's preflight callback ahead of the MLflow parent
+run) it checks that the search space fits the config: each grid value and each bound of every
+searched parameter is validated like a command-line value (so ``interval(-0.1, 0.5)`` for λ fails at
+once, naming ``loss.lam``), and the direction must agree with ``trainer.monitor_mode``.
 """
 
 from __future__ import annotations
@@ -44,40 +45,37 @@ class StudyGridSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-        from mlc.config import report_and_exit
-        from mlc.errors import ConfigError
 
-        try:
-            self._check(config)
-            self._check_values(config, [(k, v) for k, vs in self.study_grid.items() for v in vs],
-                               "hydra.sweeper.study_grid")
-            self._check_values(config, [(k, v) for k, spec in self.params.items() for v in _extremes(k, spec)],
-                               "hydra.sweeper.params.{key}")
-        except ConfigError as err:
-            report_and_exit(err, 2)
+    @classmethod
+    def preflight(cls, config: DictConfig) -> None:
+        """Validate the sweep against the config before anything starts (called by ``mlc.config.PreflightCheck``).
+
+        Raises ``ConfigError`` for a direction that disagrees with ``trainer.monitor_mode``, a grid key
+        that is not in the config, or any grid value or search-space bound (from ``hydra.sweeper.params``
+        or the command line) that the config would reject.
+        """
+        sweeper = cls(**{k: v for k, v in config.hydra.sweeper.items() if not k.startswith("_")})
+        sweeper._check(config)
+        sweeper._check_values(config, [(k, v) for k, vs in sweeper.study_grid.items() for v in vs],
+                              "hydra.sweeper.study_grid")
+        sweeper._check_values(config, [(k, v) for k, spec in sweeper.params.items() for v in _extremes(k, spec)],
+                              "hydra.sweeper.params.{key}")
+        arguments = list(config.hydra.overrides.task)
+        sweeper._check_values(config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
+                              "the command-line search space of {key}")
 
     def sweep(self, arguments: list[str]) -> None:
         from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-        from mlc.errors import ConfigError
         from mlc.sweeps import StudyRef, write_summary
 
         assert self.config is not None
         # The Optuna sweeper builds Optuna-2-style distributions, deprecated (not removed) in Optuna 5.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\..*")
-        from mlc.config import report_and_exit
-
-        clash = [a for a in arguments if a.split("=", 1)[0].lstrip("+~") in self.study_grid]
-        if clash:
-            report_and_exit(ConfigError(clash[0].split("=", 1)[0], clash[0].split("=", 1)[1],
-                                        "is swept by hydra.sweeper.study_grid; change the grid instead"), 2)
-        try:  # search spaces given on the command line (loss.lam='interval(0.001, 0.5)'), checked like params
-            self._check_values(self.config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
-                               "the command-line search space of {key}")
-        except ConfigError as err:
-            report_and_exit(err, 2)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if self.storage and str(self.storage).startswith("sqlite:///"):
+            Path(str(self.storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.study_grid)
         points = list(itertools.product(*(self.study_grid[k] for k in keys))) or [()]
         studies: list[StudyRef] = []
@@ -118,6 +116,10 @@ class StudyGridSweeper(Sweeper):
         if mode != expected:
             raise ConfigError("hydra.sweeper.direction", self.direction,
                               f"disagrees with trainer.monitor_mode={mode} ({config.trainer.monitor})")
+        clash = [a for a in config.hydra.overrides.task if a.split("=", 1)[0].lstrip("+~") in self.study_grid]
+        if clash:
+            key, _, value = clash[0].partition("=")
+            raise ConfigError(key, value, "is swept by hydra.sweeper.study_grid; change the grid instead")
         for key, values in self.study_grid.items():
             if OmegaConf.select(config, key, default="__missing__") == "__missing__":
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, f"'{key}' is not a config key")
@@ -125,8 +127,6 @@ class StudyGridSweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, "must be a non-empty list")
         if self.n_trials < 1:
             raise ConfigError("hydra.sweeper.n_trials", self.n_trials, "must be >= 1")
-        if self.storage and str(self.storage).startswith("sqlite:///"):
-            Path(str(self.storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
