@@ -16,6 +16,7 @@ in-process sweep trials cannot leak state into each other.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import subprocess
 import time
@@ -182,6 +183,16 @@ class MultirunTracking(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         for path in sorted(sweep_dir.glob(SWEEP_SUMMARY_GLOB)):
             self.tracker.log_artifact(path)
+        summary = sweep_dir / "sweep_summary.json"
+        if summary.exists():  # the best parameters and value of each study, visible in the runs table
+            params, metrics = {}, {}
+            for study in json.loads(summary.read_text())["studies"]:
+                label = "best/" + ",".join(f"{k}_{v}" for k, v in study["fixed"].items()) if study["fixed"] else "best"
+                params |= {f"{label}/{k}": v for k, v in study["best_params"].items()}
+                if study["best_value"] is not None:
+                    metrics[f"{label}/value"] = study["best_value"]
+            self.tracker.log_params(params)
+            self.tracker.log_metrics(metrics)
         self._end("FINISHED")
 
     def _end(self, status: str, error: str | None = None) -> None:

@@ -33,6 +33,9 @@ def test_three_trial_sweep_completes_and_is_summarised(outputs, data_cache):
     (parent,) = [r for r in runs if r.data.tags.get("mlc.kind") == "sweep"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 3
+    label = "best/dataset.negative_ratio_0.5"
+    assert float(parent.data.params[f"{label}/loss.lam"]) == study.best_trial.params["loss.lam"]
+    assert parent.data.metrics[f"{label}/value"] == study.best_value
     assert sorted(float(r.data.params["loss.lam"]) for r in children) == sorted(t.params["loss.lam"] for t in trials)
     assert all(r.data.params["dataset.negative_ratio"] == "0.5" for r in children)
 

@@ -70,8 +70,11 @@ class StudyGridSweeper(Sweeper):
         from mlc.sweeps import StudyRef, write_summary
 
         assert self.config is not None
+        import optuna
+
         # The Optuna sweeper builds Optuna-2-style distributions, deprecated (not removed) in Optuna 5.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\..*")
+        warnings.filterwarnings("ignore", message=r".*Distribution has been deprecated", category=FutureWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # Hydra already logs each study and trial
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if self.storage and str(self.storage).startswith("sqlite:///"):
