@@ -28,7 +28,7 @@ from mlc.errors import ConfigError, MlcError, config_scope, require
 
 log = logging.getLogger("mlc")
 
-GROUPS = ("dataset", "backbone", "loss", "optimizer", "scheduler", "trainer", "tracking")
+GROUPS = ("dataset", "sampler", "backbone", "loss", "optimizer", "scheduler", "trainer", "tracking")
 
 
 def build(node: DictConfig, scope: str, **kwargs: Any) -> Any:
@@ -72,6 +72,7 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
         require("name" in cfg.backbone, "name", None, "a backbone config needs a timm model name")
         check_backbone(cfg.backbone.name, bool(cfg.backbone.get("pretrained", False)), cfg.backbone.get("weights_file"))
     num_classes = len(dataset.class_names)
+    build(cfg.sampler, "sampler")
     build(cfg.loss, "loss", class_counts=[1.0] * num_classes, negative_count=1, num_samples=num_classes + 1)
     probe = torch.nn.Linear(1, 1)
     try:
@@ -85,15 +86,57 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
     return CheckedConfig(trainer=trainer, tracking=tracking, dataset=dataset)
 
 
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """The task config that ``python -m mlc.train <overrides>`` would run, composed in-process."""
+def compose_config(overrides: list[str] | None = None, hydra: bool = False) -> DictConfig:
+    """The config that ``python -m mlc.train <overrides>`` would run, composed in-process (with the
+    ``hydra`` node when ``hydra=True``)."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
 
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return compose("train", overrides=overrides or [])
+        return compose("train", overrides=overrides or [], return_hydra_config=hydra)
+
+
+HYDRA_FLAGS_THAT_CHANGE_THE_CONFIG = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
+
+
+def check_command_line(argv: list[str]) -> str | None:
+    """Compose the command line's plain overrides once; a one-line error for a typo, else ``None``.
+
+    Hydra reports ``loss.lamb=0.1`` or ``loss=hinge`` in several lines; this names the key in one.
+    Sweep overrides (``seed=0,1,2``, ``interval(...)``) are left to Hydra and the sweepers.
+    """
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a.split("=")[0] in HYDRA_FLAGS_THAT_CHANGE_THE_CONFIG for a in argv):
+        return None
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        plain = [o.input_line for o in OverridesParser.create().parse_overrides(args) if not o.is_sweep_override()]
+        compose_config(plain, hydra=True)
+    except OverrideParseException:
+        return None  # Hydra's own parser message is precise; let it speak
+    except MissingConfigException as err:
+        found = re.search(r"Could not find '([^/']+)/([^']+)'", str(err))
+        if found is None:
+            return f"error: {str(err).splitlines()[0]}"
+        options = ", ".join(getattr(err, "options", None) or [])
+        return (f"error: {found.group(1)}={found.group(2)}: no such option in conf/{found.group(1)}/"
+                + (f" (available: {options})" if options else ""))
+    except ConfigCompositionException as err:
+        found = re.search(r"Could not override '([^']+)'", str(err))
+        if found and "not in struct" in str(err.__cause__ or ""):
+            key = found.group(1)
+            return f"error: {key}: no such key in the config (check the spelling; +{key}=<value> adds a new key)"
+        return f"error: {str(err).splitlines()[0]}"
+    except OmegaConfBaseException as err:
+        return f"error: {str(err).splitlines()[0]}"
+    return None
 
 
 def report_and_exit(err: MlcError, code: int) -> None:

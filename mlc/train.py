@@ -39,7 +39,7 @@ from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 log = logging.getLogger("mlc")
 
 # Config keys that must match for a checkpoint to be resumed (the rest, e.g. max_epochs, may change).
-RESUME_MUST_MATCH = ("dataset", "backbone", "loss", "optimizer", "scheduler", "seed", "trainer.batch_size",
+RESUME_MUST_MATCH = ("dataset", "sampler", "backbone", "loss", "optimizer", "scheduler", "seed", "trainer.batch_size",
                      "trainer.precision")
 
 
@@ -93,6 +93,7 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
     optimizer_partial = build(cfg.optimizer, "optimizer")
     weight_decay = float(cfg.optimizer.get("weight_decay", 0.0))
     scheduler_partial = build(cfg.scheduler, "scheduler")
+    epoch_order = build(cfg.sampler, "sampler")(targets=datasets["train"].targets, seed=int(cfg.seed))
     loss_name = _choice("loss") or type(loss_fn).__name__
 
     tracker = make_tracker(checked.tracking) if dist.is_main else make_tracker(_disabled(checked.tracking))
@@ -100,7 +101,7 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
                       optimizer_factory=lambda m: optimizer_partial(param_groups(m, weight_decay)),
                       scheduler_factory=scheduler_partial, datasets=datasets, run_dir=run_dir, dist=dist,
                       seed=int(cfg.seed), tracker=tracker, config=resolved, loss_name=loss_name,
-                      class_weights=getattr(source, "class_weights", None))
+                      class_weights=getattr(source, "class_weights", None), epoch_order=epoch_order)
     if resume_state is not None:
         trainer.restore(resume_state)
 
@@ -247,6 +248,12 @@ def _disabled(settings):
 
 
 if __name__ == "__main__":
+    from mlc.config import check_command_line
+
+    error = check_command_line(sys.argv[1:])  # typos in one line, before Hydra's multi-line report
+    if error:
+        print(error, file=sys.stderr)
+        sys.exit(2)
     # Under torchrun, only rank 0 owns the run directory: the other ranks log to the console only
     # and write nothing beside it (the trainer receives rank 0's directory by broadcast).
     if int(os.environ.get("RANK", "0")) > 0 and not any(a.startswith("hydra.run.dir") for a in sys.argv):

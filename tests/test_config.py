@@ -6,12 +6,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from mlc.config import check_config
+from mlc.config import check_command_line, check_config
 from mlc.errors import ConfigError
 from tests.conftest import ROOT, SMALL, compose, run_cli
 
 OPTIONS = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-           for group in ("dataset", "backbone", "loss", "optimizer", "scheduler", "trainer", "tracking")}
+           for group in ("dataset", "sampler", "backbone", "loss", "optimizer", "scheduler", "trainer", "tracking")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in OPTIONS.items() for o in opts])
@@ -79,13 +79,27 @@ def test_cli_reports_bad_values_in_one_line_before_any_compute(override, expecte
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,first_line", [
-    (["loss.lamb=0.1"], "Could not override 'loss.lamb'."),
-    (["loss=hinge"], "In 'train': Could not find 'loss/hinge'"),
+@pytest.mark.parametrize("args,line", [
+    (["loss.lamb=0.1"], "error: loss.lamb: no such key in the config (check the spelling; +loss.lamb=<value> "
+                        "adds a new key)"),
+    (["loss=hinge"], "error: loss=hinge: no such option in conf/loss/ (available: any_bce, any_focal, bce, "
+                     "cb_bce, cb_focal, focal)"),
+    (["-m", "seed=0,1", "trainer.max_epoch=3"], "error: trainer.max_epoch: no such key in the config"),
 ])
-def test_cli_typos_name_the_key(args, first_line, outputs, data_cache):
+def test_cli_typos_name_the_key_in_one_line(args, line, outputs, data_cache):
     result = run_cli(args, outputs, data_cache)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[0] == first_line
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(line)
     assert not (outputs / "mlflow.db").exists()
 
+
+@pytest.mark.parametrize("argv,expected", [
+    (["loss=any_focal", "loss.lam=0.05", "seed=0,1,2"], None),
+    (["-m", "loss.lam=interval(0.01,0.1)", "hparams_search=lambda_vs_negative_ratio"], None),
+    (["dataset.negative_ratoi=0.5"], "error: dataset.negative_ratoi: no such key"),
+    (["optimizer=adam"], "error: optimizer=adam: no such option in conf/optimizer/ (available: adamw, sgd)"),
+    (["hydra.run.dir=/tmp/x", "+extra_key=1"], None),
+])
+def test_check_command_line(argv, expected):
+    error = check_command_line(argv)
+    assert error == expected if expected is None else error.startswith(expected)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlc.data.samplers import RandomOrder
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import ShardSampler
 from mlc.errors import CheckpointError
@@ -17,12 +18,13 @@ from mlc.train import check_resumable
 
 @pytest.mark.parametrize("size,world", [(10, 1), (10, 3), (257, 2), (5, 4)])
 def test_eval_shards_cover_every_sample_exactly_once(size, world):
-    shards = [list(ShardSampler(size, r, world, shuffle=False, pad=False)) for r in range(world)]
+    shards = [list(ShardSampler(size, r, world, pad=False)) for r in range(world)]
     assert sorted(i for s in shards for i in s) == list(range(size))
 
 
 def test_train_shards_are_equal_reproducible_and_reshuffled_per_epoch():
-    samplers = [ShardSampler(257, r, 2, shuffle=True, seed=7, pad=True) for r in range(2)]
+    order = RandomOrder(np.zeros((257, 3)), seed=7)
+    samplers = [ShardSampler(257, r, 2, order=order, pad=True) for r in range(2)]
     assert len(samplers[0]) == len(samplers[1]) == 129
     first = list(samplers[0])
     samplers[0].set_epoch(0)
@@ -34,7 +36,7 @@ def test_train_shards_are_equal_reproducible_and_reshuffled_per_epoch():
 
 
 def _epoch_shard(epoch):
-    s = ShardSampler(257, 0, 2, shuffle=True, seed=7, pad=True)
+    s = ShardSampler(257, 0, 2, order=RandomOrder(np.zeros((257, 3)), seed=7), pad=True)
     s.set_epoch(epoch)
     return list(s)
 

@@ -111,32 +111,29 @@ class DistContext:
 
 
 class ShardSampler(Sampler[int]):
-    """This rank's share of a split, reproducible per epoch and resumable mid-epoch.
+    """This rank's share of an epoch's indices, reproducible per epoch and resumable mid-epoch.
 
-    ``shuffle``: a permutation seeded by (seed, epoch), independent of the global RNG. ``pad``:
-    repeat a few samples so every rank gets the same count (training: ranks must take the same
-    number of steps); without it (evaluation) each sample appears on exactly one rank.
-    ``set_epoch(epoch, skip)`` drops the first ``skip`` samples of this rank's share (resume).
+    ``order``: an ``EpochOrder`` (``mlc.data.samplers``) giving each epoch's indices; without one,
+    the split in dataset order (evaluation). ``pad``: repeat a few indices so every rank gets the same
+    count (training: ranks must take the same number of steps); without it (evaluation) each sample
+    appears on exactly one rank. ``set_epoch(epoch, skip)`` drops the first ``skip`` indices of this
+    rank's share (resume).
     """
 
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, shuffle: bool = False,
-                 seed: int = 0, pad: bool = False):
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, order=None, pad: bool = False):
         self.size, self.rank, self.world_size = size, rank, world_size
-        self.shuffle, self.seed, self.pad = shuffle, seed, pad
+        self.order, self.pad = order, pad
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
     def shard(self) -> torch.Tensor:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.size, generator=g)
-        else:
-            order = torch.arange(self.size)
-        if self.pad and self.size % self.world_size:
-            total = math.ceil(self.size / self.world_size) * self.world_size
-            order = torch.cat([order, order.repeat(math.ceil(total / self.size))[: total - self.size]])
+        order = self.order.indices(self.epoch) if self.order is not None else torch.arange(self.size)
+        n = len(order)
+        if self.pad and n % self.world_size:
+            total = math.ceil(n / self.world_size) * self.world_size
+            order = torch.cat([order, order.repeat(math.ceil(total / n))[: total - n]])
         return order[self.rank :: self.world_size]
 
     def __iter__(self):

@@ -24,7 +24,7 @@ def predict(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, ba
     dist.broadcast_buffers(module)
     module.eval()
     device = dist.device
-    sampler = ShardSampler(len(dataset), dist.rank, dist.world_size, shuffle=False, pad=False)
+    sampler = ShardSampler(len(dataset), dist.rank, dist.world_size, pad=False)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mlc.data.base import MultiLabelDataset
+from mlc.data.samplers import EpochOrder, RandomOrder
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext, ShardSampler
 from mlc.engine.evaluation import evaluate
@@ -107,7 +108,7 @@ class Trainer:
                  scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler],
                  datasets: dict[str, MultiLabelDataset], run_dir: Path, dist: DistContext, seed: int,
                  tracker: Any, config: dict | None = None, loss_name: str = "loss",
-                 class_weights: list[float] | None = None):
+                 class_weights: list[float] | None = None, epoch_order: EpochOrder | None = None):
         self.s, self.dist, self.seed, self.tracker = settings, dist, seed, tracker
         self.datasets, self.config, self.loss_name = datasets, config or {}, loss_name
         self.class_weights = class_weights
@@ -119,8 +120,9 @@ class Trainer:
         self.loss_fn = loss_fn.to(self.device)
         if settings.monitor == "val/f2_ciw" and class_weights is None:
             raise MlcError("trainer.monitor='val/f2_ciw' needs class-importance weights, which this dataset has not")
-        self.train_sampler = ShardSampler(len(datasets["train"]), dist.rank, dist.world_size, shuffle=True,
-                                          seed=seed, pad=True)
+        self.epoch_order = epoch_order or RandomOrder(datasets["train"].targets, seed)
+        self.train_sampler = ShardSampler(len(datasets["train"]), dist.rank, dist.world_size, order=self.epoch_order,
+                                          pad=True)
         per_rank = len(self.train_sampler.shard())
         if per_rank < 2:
             raise MlcError(f"the training split has {len(datasets['train'])} samples: too few for "

@@ -1,0 +1,83 @@
+"""The trainer in-process: gradient clipping, best-checkpoint selection, and the loss hooks."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from mlc.data import SPLITS, DigitScenes
+from mlc.engine import DistContext, Trainer, TrainerSettings
+from mlc.engine import checkpoint as ckpt
+from mlc.losses import AnyClassPresenceLoss, MultiLabelLoss
+from mlc.models import create_backbone
+from mlc.optim import param_groups, warmup_cosine
+from mlc.tracking import NullTracker
+
+
+def make_trainer(run_dir, loss_fn=None, lr=3e-3, **settings) -> Trainer:
+    source = DigitScenes(train_size=96, val_size=40, test_size=40)
+    datasets = {s: source.load(s) for s in SPLITS}
+    stats = datasets["train"].stats()
+    torch.manual_seed(0)
+    model = create_backbone("mlc_cnn_small", num_classes=6)
+    loss_fn = loss_fn or AnyClassPresenceLoss(stats.class_counts, stats.negative_count)
+    options = dict(max_epochs=2, batch_size=16, eval_batch_size=32, device="cpu") | settings
+    return Trainer(TrainerSettings(**options), model, loss_fn,
+                   optimizer_factory=lambda m: torch.optim.AdamW(param_groups(m, 1e-4), lr=lr),
+                   scheduler_factory=partial(warmup_cosine, warmup_epochs=0.5), datasets=datasets, run_dir=run_dir,
+                   dist=DistContext(), seed=0, tracker=NullTracker())
+
+
+def test_gradient_clipping_bounds_the_update_norm(tmp_path):
+    trainer = make_trainer(tmp_path, lr=0.5, grad_clip_norm=0.05, max_epochs=1)
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    trainer.optimizer.register_step_pre_hook(record)
+    trainer.fit()
+    assert len(norms) == trainer.steps_per_epoch and max(norms) <= 0.05 * (1 + 1e-5)
+
+
+def test_best_checkpoint_follows_the_monitor_in_min_mode(tmp_path):
+    trainer = make_trainer(tmp_path, max_epochs=3, monitor="val/loss", monitor_mode="min", test_after_fit=False)
+    result = trainer.fit()
+    losses = [h["val/loss"] for h in result.history]
+    assert result.best_value == min(losses) and result.best_epoch == losses.index(min(losses)) + 1
+    best = ckpt.load(tmp_path / "checkpoints" / "best.pt")
+    last = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    assert best["epoch"] == result.best_epoch and last["epoch"] == 3
+    assert {"optimizer", "scheduler", "scaler", "rng", "history"} <= set(last)
+
+
+class RecordingLoss(MultiLabelLoss):
+    """BCE that records the trainer's hooks: the epoch schedule and the instance indices."""
+
+    needs_indices = True
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.seen = [], []
+
+    def set_epoch(self, epoch, max_epochs):
+        self.epochs.append((epoch, max_epochs))
+
+    def forward(self, logits, targets, indices=None):
+        self.seen.append((indices.clone(), targets.clone()))
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+
+def test_loss_hooks_receive_the_epoch_and_the_instance_indices(tmp_path):
+    loss = RecordingLoss()
+    trainer = make_trainer(tmp_path, loss_fn=loss, max_epochs=2, test_after_fit=False)
+    trainer.fit()
+    assert loss.epochs == [(0, 2), (1, 2)]
+    train = trainer.datasets["train"]
+    train_calls = [(i, t) for i, t in loss.seen if len(i) != len(trainer.datasets["val"])]
+    for indices, targets in train_calls:  # every row's target is the dataset's target at that index
+        assert torch.equal(targets, torch.from_numpy(train.targets[indices.numpy()]).float())
+    first_epoch = torch.cat([i for i, _ in train_calls[: trainer.steps_per_epoch]])
+    assert sorted(first_epoch.tolist()) == list(range(len(train)))  # a permutation of the training set
