@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 
 from mlc.data import SPLITS, DigitScenes
 from mlc.engine import DistContext, Trainer, TrainerSettings
 from mlc.engine import checkpoint as ckpt
+from mlc.errors import MlcError
 from mlc.losses import AnyClassPresenceLoss, MultiLabelLoss
 from mlc.models import create_backbone
 from mlc.optim import param_groups, warmup_cosine
@@ -81,3 +83,51 @@ def test_loss_hooks_receive_the_epoch_and_the_instance_indices(tmp_path):
         assert torch.equal(targets, torch.from_numpy(train.targets[indices.numpy()]).float())
     first_epoch = torch.cat([i for i, _ in train_calls[: trainer.steps_per_epoch]])
     assert sorted(first_epoch.tolist()) == list(range(len(train)))  # a permutation of the training set
+
+
+class LearnedEstimateLoss(MultiLabelLoss):
+    """A stateful loss: learns one label estimate per training instance (like ROLE), counts its epochs."""
+
+    needs_indices = True
+    optimizer_options = {"lr": 0.5}
+
+    def __init__(self, num_samples, num_classes):
+        super().__init__()
+        self.estimates = torch.nn.Parameter(torch.zeros(num_samples, num_classes))
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+
+    def set_epoch(self, epoch, max_epochs):
+        self.epochs_seen.fill_(epoch)
+
+    def forward(self, logits, targets, indices=None):
+        if indices is None or len(indices) != logits.shape[0] or int(indices.max()) >= len(self.estimates):
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)  # evaluation
+        soft = torch.sigmoid(self.estimates[indices])
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, soft.detach()) + \
+            torch.nn.functional.binary_cross_entropy_with_logits(self.estimates[indices], targets)
+
+
+def test_stateful_loss_is_optimised_checkpointed_and_restored(tmp_path):
+    loss = LearnedEstimateLoss(96, 6)
+    trainer = make_trainer(tmp_path, loss_fn=loss, max_epochs=2, test_after_fit=False)
+    group = trainer.optimizer.param_groups[-1]
+    assert group["initial_lr"] == 0.5 and group["weight_decay"] == 0
+    trainer.fit()
+    assert loss.estimates.abs().sum() > 0  # learned
+    saved = ckpt.load(tmp_path / "checkpoints" / "last.pt")
+    torch.testing.assert_close(saved["loss"]["estimates"], loss.estimates.detach())
+    assert int(saved["loss"]["epochs_seen"]) == 1
+    fresh = make_trainer(tmp_path / "other", loss_fn=LearnedEstimateLoss(96, 6), max_epochs=2)
+    fresh.restore(saved)
+    torch.testing.assert_close(fresh.loss_fn.estimates, loss.estimates)
+
+
+def test_stateful_loss_refuses_ddp(tmp_path):
+    source = DigitScenes(train_size=96, val_size=40, test_size=40)
+    datasets = {s: source.load(s) for s in SPLITS}
+    with pytest.raises(MlcError, match="per-instance state"):
+        Trainer(TrainerSettings(max_epochs=1, batch_size=16, device="cpu"),
+                create_backbone("mlc_cnn_small", num_classes=6), LearnedEstimateLoss(96, 6),
+                optimizer_factory=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                scheduler_factory=partial(warmup_cosine, warmup_epochs=0.5), datasets=datasets, run_dir=tmp_path,
+                dist=DistContext(rank=0, world_size=2), seed=0, tracker=NullTracker(), loss_name="role")

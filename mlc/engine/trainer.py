@@ -114,6 +114,9 @@ class Trainer:
         self.class_weights = class_weights
         self.device = dist.device
         self.autocast_dtype = PRECISIONS[settings.precision]
+        if dist.distributed and (any(True for _ in loss_fn.parameters()) or loss_fn.state_dict()):
+            raise MlcError(f"loss '{loss_name}' keeps per-instance state that DDP would not keep in sync across "
+                           f"processes; run it in a single process")
         self.module = model.to(self.device)
         self.model = DistributedDataParallel(self.module, device_ids=[dist.local_rank] if self.device.type == "cuda"
                                              else None) if dist.distributed else self.module
@@ -129,6 +132,10 @@ class Trainer:
                            f"{dist.world_size} process(es)")
         self.steps_per_epoch = per_rank // settings.batch_size + (1 if per_rank % settings.batch_size >= 2 else 0)
         self.optimizer = optimizer_factory(self.module)
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if loss_params:  # e.g. ROLE's per-image label estimates, learned with the network
+            self.optimizer.add_param_group({"params": loss_params, "weight_decay": 0.0,
+                                            **getattr(self.loss_fn, "optimizer_options", {})})
         self.scheduler = scheduler_factory(self.optimizer, steps_per_epoch=self.steps_per_epoch,
                                            max_epochs=settings.max_epochs)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.precision == "16-mixed")
@@ -145,6 +152,7 @@ class Trainer:
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint (``trainer.resume``): weights, optimizer, position, RNG, best."""
         self.module.load_state_dict(state["model"])
+        self.loss_fn.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -278,7 +286,7 @@ class Trainer:
         rng_states = self.dist.all_gather_objects(ckpt.capture_rng())
         if not self.dist.is_main:
             return
-        state = {"format": ckpt.FORMAT_VERSION, "model": self.module.state_dict(),
+        state = {"format": ckpt.FORMAT_VERSION, "model": self.module.state_dict(), "loss": self.loss_fn.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "global_step": self.global_step, "epoch_loss_sum": self.epoch_loss_sum,

@@ -5,9 +5,14 @@ the training-set statistics as keyword arguments (``class_counts``: per-class po
 ``negative_count``: number of instances with no class, ``num_samples``: training-set size); a loss
 takes those it needs and ignores the rest through ``**unused_stats``.
 
-``forward(logits, targets)`` returns a scalar. Two optional hooks cover losses that need more:
+``forward(logits, targets)`` returns a scalar. Optional hooks cover losses that need more:
 - ``set_epoch(epoch, max_epochs)`` is called by the trainer before every epoch (schedules);
-- ``needs_indices = True`` makes the trainer pass ``indices=`` (dataset row of each instance).
+- ``needs_indices = True`` makes the trainer pass ``indices=`` (dataset row of each instance);
+- learnable ``nn.Parameter``s of the loss (ROLE's label estimates) are optimised with the model, in
+  their own parameter group (no weight decay; ``optimizer_options``, e.g. ``{"lr": 0.1}``, overrides);
+- the loss's ``state_dict`` (persistent buffers and parameters) is saved in checkpoints and restored
+  on resume. A loss with such per-instance state runs in one process only (the trainer refuses DDP).
+Buffers that are derived from the statistics (class weights) should be ``persistent=False``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class MultiLabelLoss(nn.Module):
     """Base class: shape checks, the epoch hook and the instance-index flag."""
 
     needs_indices: bool = False
+    optimizer_options: dict = {}
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called by the trainer at the start of every epoch (0-based). Stateless losses ignore it."""
