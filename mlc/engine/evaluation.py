@@ -53,7 +53,11 @@ def evaluate(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, b
     logits, targets, indices = predict(module, dataset, dist, batch_size, num_workers, autocast_dtype)
     metrics = multilabel_metrics(torch.sigmoid(logits).cpu().numpy(), targets.cpu().numpy(),
                                  threshold=threshold, class_weights=class_weights)
-    if loss_fn is not None:
+    if loss_fn is not None:  # in eval mode: a stateful loss must not touch its training-set state here
+        was_training = loss_fn.training
+        loss_fn.eval()
         extra = {"indices": indices} if getattr(loss_fn, "needs_indices", False) else {}
-        metrics["loss"] = float(loss_fn(logits, targets, **extra))
+        with torch.no_grad():
+            metrics["loss"] = float(loss_fn(logits, targets, **extra))
+        loss_fn.train(was_training)
     return metrics

@@ -203,6 +203,7 @@ class Trainer:
                             generator=torch.Generator().manual_seed(self.seed + epoch),
                             persistent_workers=False)
         self.model.train()
+        self.loss_fn.train()
         started = time.perf_counter()
         seen_before = self.epoch_seen
         needs_indices = getattr(self.loss_fn, "needs_indices", False)

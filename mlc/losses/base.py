@@ -13,6 +13,10 @@ takes those it needs and ignores the rest through ``**unused_stats``.
 - the loss's ``state_dict`` (persistent buffers and parameters) is saved in checkpoints and restored
   on resume. A loss with such per-instance state runs in one process only (the trainer refuses DDP).
 Buffers that are derived from the statistics (class weights) should be ``persistent=False``.
+
+The trainer puts the loss in ``train()`` mode for training steps and ``eval()`` mode when it computes
+a validation/test loss (one call over the whole split, with *that* split's indices): a stateful loss
+must then leave its training-set state alone and use its stateless form.
 """
 
 from __future__ import annotations
