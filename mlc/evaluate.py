@@ -14,6 +14,7 @@ import sys
 from omegaconf import OmegaConf
 
 from mlc.config import build
+from mlc.data.groups import class_groups
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext
 from mlc.engine.evaluation import evaluate
@@ -33,7 +34,8 @@ def evaluate_checkpoint(path: str, split: str = "val", device: str = "cpu") -> d
     dist = DistContext.from_env(device) if device != "cpu" else DistContext()
     return evaluate(model.to(dist.device), dataset, dist, int(cfg.trainer.eval_batch_size),
                     loss_fn=loss_fn.to(dist.device), threshold=float(cfg.trainer.threshold),
-                    class_weights=getattr(source, "class_weights", None))
+                    class_weights=getattr(source, "class_weights", None),
+                    class_groups=class_groups(train_stats.class_counts))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,8 @@
 - ``f1_neg``: F1 of the instance-level decision "no class present" (true: all-zero row; predicted:
   no score >= t) — how well the model recognises negative instances.
 - ``f2_ciw`` (when class weights are given, SewerML): Σ_c w_c F2_c / Σ_c w_c.
+- ``map_head``, ``map_medium``, ``map_tail`` (when class groups are given, ``mlc.data.groups``):
+  mAP over the classes of each group that has at least one class with a positive in the split.
 
 Metrics are computed from the complete score matrix; under DDP the trainer gathers every sample
 exactly once before calling ``multilabel_metrics`` (see ``mlc.engine.distributed``).
@@ -46,7 +48,8 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5,
-                       class_weights: Sequence[float] | None = None) -> dict[str, float]:
+                       class_weights: Sequence[float] | None = None,
+                       class_groups: Sequence[str] | None = None) -> dict[str, float]:
     """All split-level metrics from probabilities ``scores`` (N, K) and binary ``targets`` (N, K)."""
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets).astype(bool)
@@ -72,6 +75,12 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float
     if class_weights is not None:
         w = np.asarray(class_weights, dtype=np.float64)
         out["f2_ciw"] = float((w * f2_c).sum() / w.sum())
+    if class_groups is not None:
+        groups = np.asarray(class_groups)
+        for group in dict.fromkeys(class_groups):
+            ap = ap_c[groups == group]
+            if np.isfinite(ap).any():
+                out[f"map_{group}"] = float(np.nanmean(ap))
     return out
 
 

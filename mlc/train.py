@@ -139,11 +139,11 @@ def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_n
                   resume_run_id=resume_state.get("mlflow_run_id") if resume_state else None)
     if resume_state is None:
         params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
-        for split, st in stats.items():
-            params |= {f"data.{split}.size": st.num_samples,
-                       f"data.{split}.negative_ratio": round(st.negative_ratio, 6),
-                       f"data.{split}.class_counts": st.class_counts}
-        params |= {"data.class_names": stats["train"].class_names, "train.steps_per_epoch": trainer.steps_per_epoch}
+        for split, st in stats.items():  # every statistic of every split (sizes, ratios, counts, skipped, ...)
+            params |= {f"data.{split}.{k}": round(v, 6) if isinstance(v, float) else v
+                       for k, v in st.to_dict().items() if k != "class_names"}
+        params |= {"data.class_names": stats["train"].class_names, "train.steps_per_epoch": trainer.steps_per_epoch,
+                   "data.class_groups": trainer.class_groups}
         tracker.log_params(params)
         tracker.log_text(json.dumps({s: st.to_dict() for s, st in stats.items()}, indent=2), "dataset_stats.json")
         tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config/resolved.yaml")

@@ -71,3 +71,19 @@ def test_per_class_metrics_match_sklearn():
     pc = per_class_metrics(scores, targets)
     np.testing.assert_allclose(pc["ap"], average_precision_score(targets, scores, average=None), atol=1e-12)
     np.testing.assert_allclose(pc["f1"], f1_score(targets, scores >= 0.5, average=None, zero_division=0), atol=1e-12)
+
+
+def test_map_per_class_group():
+    scores, targets = sample(7)
+    groups = ["head", "head", "medium", "tail", "tail", "tail"]
+    got = multilabel_metrics(scores, targets, class_groups=groups)
+    ap = average_precision_score(targets, scores, average=None)
+    assert got["map_head"] == pytest.approx(ap[:2].mean(), abs=1e-12)
+    assert got["map_medium"] == pytest.approx(ap[2], abs=1e-12)
+    assert got["map_tail"] == pytest.approx(ap[3:].mean(), abs=1e-12)
+
+
+def test_class_groups_thresholds():
+    from mlc.data.groups import class_groups
+
+    assert class_groups([101, 100, 20, 19, 0]) == ["head", "medium", "medium", "tail", "tail"]

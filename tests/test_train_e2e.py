@@ -31,7 +31,8 @@ def test_one_epoch_run_leaves_an_mlflow_run_with_metrics_and_checkpoint(outputs,
     assert {"val/f1_macro", "val/f2_macro", "val/map", "val/f1_neg", "val/f1_micro", "val/loss", "train/loss",
             "test/f1_macro", "best/val/f1_macro"} <= set(run.data.metrics)
     params = run.data.params
-    assert params["loss.lam"] == "0.02" and params["loss.beta"] == "0.9999" and params["data.train.size"] == "256"
+    assert params["loss.lam"] == "0.02" and params["loss.beta"] == "0.9999"
+    assert params["data.train.num_samples"] == "256"
     assert params["data.train.negative_ratio"] == "0.5" and "data.train.class_counts" in params
     assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["mlc.overrides"].startswith("trainer.max")
     from mlflow.tracking import MlflowClient

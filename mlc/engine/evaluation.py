@@ -48,11 +48,11 @@ def predict(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, ba
 
 def evaluate(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, batch_size: int,
              loss_fn: nn.Module | None = None, threshold: float = 0.5, class_weights=None, num_workers: int = 0,
-             autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
+             autocast_dtype: torch.dtype | None = None, class_groups=None) -> dict[str, float]:
     """Split-level metrics (``mlc.metrics``) plus the loss of the whole split taken as one batch."""
     logits, targets, indices = predict(module, dataset, dist, batch_size, num_workers, autocast_dtype)
     metrics = multilabel_metrics(torch.sigmoid(logits).cpu().numpy(), targets.cpu().numpy(),
-                                 threshold=threshold, class_weights=class_weights)
+                                 threshold=threshold, class_weights=class_weights, class_groups=class_groups)
     if loss_fn is not None:  # in eval mode: a stateful loss must not touch its training-set state here
         was_training = loss_fn.training
         loss_fn.eval()

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mlc.data.base import MultiLabelDataset
+from mlc.data.groups import class_groups
 from mlc.data.samplers import EpochOrder, RandomOrder
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext, ShardSampler
@@ -112,6 +113,7 @@ class Trainer:
         self.s, self.dist, self.seed, self.tracker = settings, dist, seed, tracker
         self.datasets, self.config, self.loss_name = datasets, config or {}, loss_name
         self.class_weights = class_weights
+        self.class_groups = class_groups(datasets["train"].stats().class_counts)
         self.device = dist.device
         self.autocast_dtype = PRECISIONS[settings.precision]
         if dist.distributed and (any(True for _ in loss_fn.parameters()) or loss_fn.state_dict()):
@@ -189,7 +191,8 @@ class Trainer:
         """Metrics of the current weights on a whole split (every sample exactly once, any world size)."""
         return evaluate(self.module, self.datasets[split], self.dist, self.s.eval_batch_size, loss_fn=self.loss_fn,
                         threshold=self.s.threshold, class_weights=self.class_weights,
-                        num_workers=self.s.num_workers, autocast_dtype=self.autocast_dtype)
+                        num_workers=self.s.num_workers, autocast_dtype=self.autocast_dtype,
+                        class_groups=self.class_groups)
 
     # -- one epoch ----------------------------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class Trainer:
         if hasattr(self.loss_fn, "set_epoch"):
             self.loss_fn.set_epoch(epoch, self.s.max_epochs)
         self.train_sampler.set_epoch(epoch, skip=skip_steps * self.s.batch_size)
+        if hasattr(self.datasets["train"], "set_epoch"):  # per-epoch augmentation seeds (exact resume)
+            self.datasets["train"].set_epoch(epoch)
         loader = DataLoader(self.datasets["train"], batch_size=self.s.batch_size, sampler=self.train_sampler,
                             num_workers=self.s.num_workers, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(self.seed + epoch),
