@@ -82,6 +82,10 @@ def test_float32_agrees_with_float64_and_inputs_are_untouched(option):
 @pytest.mark.parametrize("option", LOSS_OPTIONS)
 def test_gradcheck_float64(option):
     loss = build(option).double()
+    if getattr(loss, "detached_terms", ""):
+        # Finite differences see the effect through a deliberately detached factor; autograd (correctly)
+        # does not. Such a loss checks its gradient against a closed form in its own test file.
+        pytest.skip(f"{option} detaches {loss.detached_terms}")
     z, y = batch(seed=5)
     z.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: call(loss, t, y), (z,), eps=1e-6, atol=1e-6, rtol=1e-4)

@@ -10,6 +10,9 @@ takes those it needs and ignores the rest through ``**unused_stats``.
 - ``needs_indices = True`` makes the trainer pass ``indices=`` (dataset row of each instance);
 - learnable ``nn.Parameter``s of the loss (ROLE's label estimates) are optimised with the model, in
   their own parameter group (no weight decay; ``optimizer_options``, e.g. ``{"lr": 0.1}``, overrides);
+- ``detached_terms = "<which>"`` declares factors computed without gradient on purpose (a reference
+  "no-grad" focusing weight): the generic finite-difference gradient check skips such a loss, whose
+  own tests then compare autograd with a closed form that holds those factors constant;
 - the loss's ``state_dict`` (persistent buffers and parameters) is saved in checkpoints and restored
   on resume. A loss with such per-instance state runs in one process only (the trainer refuses DDP).
 Buffers that are derived from the statistics (class weights) should be ``persistent=False``.
@@ -34,6 +37,8 @@ class MultiLabelLoss(nn.Module):
 
     needs_indices: bool = False
     optimizer_options: dict = {}
+    detached_terms: str = ""
+    cost_note: str = ""
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called by the trainer at the start of every epoch (0-based). Stateless losses ignore it."""
