@@ -88,12 +88,16 @@ def batch(seed: int = 0, b: int = 12, c: int = 5, scale: float = 3.0):
     return z, y
 
 
+IMPLEMENTATIONS = ["fused", "autograd"]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name", OPTIONS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_value_matches_scalar_float64_reference(name, seed):
+def test_value_matches_scalar_float64_reference(name, seed, implementation):
     z, y = batch(seed)
     kwargs = OPTIONS[name]
-    loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT, **kwargs)
+    loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT, implementation=implementation, **kwargs)
     expected = reference_loss(z.numpy(), y.numpy(), COUNTS, NEG_COUNT, **kwargs)
     assert loss(z, y).item() == pytest.approx(expected, rel=1e-12)
 
@@ -102,18 +106,22 @@ def test_value_matches_scalar_float64_reference(name, seed):
     (0.0, 1.0, 0.9999, 2.0, "bce"), (0.2, 0.5, 0.99, 2.0, "focal"), (1.0, 2.0, 0.0, 0.5, "focal"),
     (0.05, 1.0, None, 1.0, "bce"), (0.01, 0.3, 0.999, 3.0, "focal"),
 ])
-def test_hyperparameters_match_reference(lam, alpha, beta, gamma, base):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_hyperparameters_match_reference(lam, alpha, beta, gamma, base, implementation):
     z, y = batch(3)
-    loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT, base=base, lam=lam, alpha=alpha, beta=beta, gamma=gamma)
+    loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT, base=base, lam=lam, alpha=alpha, beta=beta, gamma=gamma,
+                                implementation=implementation)
     expected = reference_loss(z.numpy(), y.numpy(), COUNTS, NEG_COUNT, base, lam, alpha, beta, gamma)
     assert loss(z, y).item() == pytest.approx(expected, rel=1e-12)
 
 
-def test_any_bce_gradient_closed_form():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_any_bce_gradient_closed_form(implementation):
     """dJ/dz_ic = s_i/D · [(σ(z_ic) − y_ic) + α (σ(z_a) − y_a) v_ic/Σv]: every neuron gets (p_a − y_a)."""
     z, y = batch(5)
     lam, alpha = 0.05, 0.7
-    loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT, base="bce", lam=lam, alpha=alpha, beta=0.999)
+    loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT, base="bce", lam=lam, alpha=alpha, beta=0.999,
+                                implementation=implementation)
     z.requires_grad_(True)
     loss(z, y).backward()
     w = reference_weights([*COUNTS, NEG_COUNT], 0.999)
@@ -129,22 +137,24 @@ def test_any_bce_gradient_closed_form():
     torch.testing.assert_close(z.grad, expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name", OPTIONS)
-def test_gradcheck_float64(name):
+def test_gradcheck_float64(name, implementation):
     z, y = batch(7, b=6, c=4, scale=2.0)
-    loss = AnyClassPresenceLoss(COUNTS[:4], NEG_COUNT, **OPTIONS[name])
+    loss = AnyClassPresenceLoss(COUNTS[:4], NEG_COUNT, implementation=implementation, **OPTIONS[name])
     z.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: loss(t, y), (z,), eps=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name", OPTIONS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_extreme_logits_finite_value_and_gradient(name, dtype):
+def test_extreme_logits_finite_value_and_gradient(name, dtype, implementation):
     z, y = batch(2)
     z = (torch.where(torch.rand_like(z) < 0.5, 100.0, -100.0)).to(dtype)
     z[3] = torch.where(y[3] == 1, -100.0, 100.0).to(dtype)  # confidently wrong row
     z.requires_grad_(True)
-    out = AnyClassPresenceLoss(COUNTS, NEG_COUNT, **OPTIONS[name])(z, y.to(dtype))
+    out = AnyClassPresenceLoss(COUNTS, NEG_COUNT, implementation=implementation, **OPTIONS[name])(z, y.to(dtype))
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(z.grad).all()
     expected = reference_loss(z.detach().double().numpy(), y.numpy(), COUNTS, NEG_COUNT, **OPTIONS[name])
@@ -242,3 +252,21 @@ def test_wrong_number_of_classes_is_a_clear_error():
     loss = AnyClassPresenceLoss(COUNTS, NEG_COUNT)
     with pytest.raises(ValueError, match="built for 5 classes"):
         loss(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_fused_and_autograd_agree_on_large_batches(name):
+    """Same value and gradient from both implementations on a negative-heavy 256 × 80 batch (float64)."""
+    g = torch.Generator().manual_seed(12)
+    z = torch.randn(256, 80, generator=g, dtype=torch.float64) * 4
+    y = (torch.rand(256, 80, generator=g, dtype=torch.float64) < 0.05).double()
+    y[:128] = 0
+    counts = (torch.rand(80, generator=g) * 500 + 1).round().tolist()
+    grads = []
+    for implementation in IMPLEMENTATIONS:
+        x = z.clone().requires_grad_(True)
+        value = AnyClassPresenceLoss(counts, 2000, implementation=implementation, **OPTIONS[name])(x, y)
+        value.backward()
+        grads.append((value.item(), x.grad))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-14)

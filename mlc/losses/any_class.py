@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from mlc.errors import require
+from mlc.losses.any_class_fused import REDUCTION_CODES, FusedAnyClassLoss
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
 from mlc.losses.weights import class_balanced_weights
@@ -51,11 +52,13 @@ class AnyClassPresenceLoss(MultiLabelLoss):
             ``None`` for unweighted instances (s_i = 1).
         gamma: γ ≥ 0, the focal exponent (ignored for ``base="bce"``).
         reduction: ``labels`` (reference), ``instances``, ``mean`` or ``sum``.
+        implementation: ``fused`` (default: closed-form backward, ``any_class_fused``) or ``autograd``
+            (the readable form below; supports double backward and non-binary targets).
     """
 
     def __init__(self, class_counts: Sequence[float], negative_count: float, base: str = "bce",
                  lam: float = 0.02, alpha: float = 1.0, beta: float | None = 0.9999, gamma: float = 2.0,
-                 reduction: str = "labels", **unused_stats: object):
+                 reduction: str = "labels", implementation: str = "fused", **unused_stats: object):
         super().__init__()
         require(base in ("bce", "focal"), "base", base, "must be 'bce' or 'focal'")
         require(_is_number(lam) and 0.0 <= lam <= 1.0, "lam", lam, "λ must be in [0, 1]")
@@ -66,6 +69,8 @@ class AnyClassPresenceLoss(MultiLabelLoss):
         require(_is_number(negative_count) and negative_count >= 0, "negative_count", negative_count,
                 "must be >= 0")
         check_reduction(reduction)
+        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
+        self.implementation = implementation
         self.base, self.lam, self.alpha, self.beta, self.gamma = base, float(lam), float(alpha), beta, float(gamma)
         self.reduction = reduction
         self.num_classes = len(class_counts)
@@ -88,6 +93,11 @@ class AnyClassPresenceLoss(MultiLabelLoss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.check_inputs(logits, targets, self.num_classes)
         y = targets.to(logits.dtype)
+        if self.implementation == "fused":
+            weights = (self.class_weights.to(y.dtype), self.negative_weight.to(y.dtype)[0]) if self.balanced \
+                else (None, None)
+            return FusedAnyClassLoss.apply(logits, y, *weights, self.lam, self.alpha, self.gamma,
+                                           self.base == "focal" and self.gamma != 0, REDUCTION_CODES[self.reduction])
         positive = y.sum(dim=1) > 0
         per_instance = self.element_loss(logits, y).sum(dim=1)
         if self.alpha != 0.0:
@@ -106,7 +116,7 @@ class AnyClassPresenceLoss(MultiLabelLoss):
 
     def extra_repr(self) -> str:
         return (f"base={self.base}, lam={self.lam}, alpha={self.alpha}, beta={self.beta}, "
-                f"gamma={self.gamma}, reduction={self.reduction}")
+                f"gamma={self.gamma}, reduction={self.reduction}, implementation={self.implementation}")
 
 
 def _is_number(x: object) -> bool:
