@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from mlc.errors import ConfigError
 from mlc.losses.asl import AsymmetricLoss
@@ -385,8 +386,6 @@ def test_per_instance_differs_from_the_any_class_papers_negative_pseudo_class():
     """cb_bce weights a negative instance by a pseudo-class from n_neg; cb_per_instance does not use n_neg."""
     z, y = torch.zeros(3, 5, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64)
     cfg = {o: compose([f"loss={o}"]).loss for o in ("cb_bce", "cb_per_instance")}
-    from hydra.utils import instantiate
-
     values = {o: [instantiate(c, class_counts=COUNTS, negative_count=n, num_samples=N)(z, y).item()
                   for n in (10.0, 10000.0)] for o, c in cfg.items()}
     assert values["cb_bce"][0] != pytest.approx(values["cb_bce"][1])
@@ -496,8 +495,6 @@ def test_option_defaults(option, expected):
 
 
 def test_soft_f1_option_is_the_plain_sigmoid():
-    from hydra.utils import instantiate
-
     z, y = batch(8)
     loss = instantiate(compose(["loss=soft_f1"]).loss, class_counts=COUNTS, negative_count=10, num_samples=N)
     p = torch.sigmoid(z)
