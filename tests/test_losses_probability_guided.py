@@ -281,6 +281,17 @@ def test_vanishing_mean_probability_is_clamped_not_infinite(dtype, magnitude):
     assert torch.isfinite(out) and torch.isfinite(z.grad).all()
 
 
+def test_both_means_underflowing_give_ratio_one():
+    """float32, every logit −200: p̄⁺ and p̄⁻ are both 0; the ratio is 1 (γ± = λ0), never 0/0."""
+    z, y = batch(15)
+    z = torch.full_like(z, -200.0, dtype=torch.float32).requires_grad_(True)
+    loss = build(**OPTIONS["pg"])
+    assert loss.log_ratio(z, y.float()).tolist() == [0.0] * len(COUNTS)
+    out = loss(z, y.float())
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(z.grad).all()
+
+
 @pytest.mark.parametrize("option", OPTIONS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_extreme_logits_match_reference(option, dtype):

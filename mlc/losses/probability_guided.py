@@ -33,8 +33,7 @@ the NTR class bias b (below), λ1/λ2 the PR factors of the label's sign and γ 
   writes 1/|C_tail|, but only classes with a p̄⁺ can enter a mean); if none of its group has, p̄⁺ = p̄⁻.
   The same rule fills a missing p̄⁻ (a class positive in every instance; the paper is silent). Then
   γ⁺ = λ0·p̄⁺/p̄⁻ and γ⁻ = λ0·p̄⁻/p̄⁺ (eq. 8). The ratio is clamped to [1/max_ratio, max_ratio], so a
-  class whose p̄ underflows cannot give an infinite exponent; it is computed in log space
-  (log-mean-exp of logsigmoid) and is finite for any finite logit.
+  class whose p̄ → 0 (or underflows) cannot give an infinite or NaN exponent.
 - **APR** (§"APR", Table 4): a PR factor named in ``adaptive`` is scaled "in the same probability-aware
   way" as eq. 8: a positive-label factor by p̄⁺/p̄⁻, a negative-label one by p̄⁻/p̄⁺ (the fixed value
   plays the role of λ0). The paper gives no formula beyond this analogy; this is our reading.
@@ -164,28 +163,30 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
     def log_ratio(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """log(p̄⁺/p̄⁻) per class (eq. 6-7), without gradient, clamped to ±log(max_ratio).
 
-        0 (p̄⁺ = p̄⁻) for a class whose p̄⁺ or p̄⁻ stays unknown after the group fill.
+        0 (p̄⁺ = p̄⁻) for a class whose p̄⁺ or p̄⁻ stays unknown after the group fill. A mean that
+        underflows to 0 counts as the dtype's smallest normal number: the clamp then decides, and the
+        ratio is 1 only if both underflow (float32: every logit of the class below about −87).
         """
-        log_p = F.logsigmoid(logits.detach())
-        positive = y.detach() > 0.5
-        log_pos, known_pos = self._group_filled_log_mean(log_p, positive)
-        log_neg, known_neg = self._group_filled_log_mean(log_p, ~positive)
-        known = known_pos & known_neg
-        ratio = torch.where(known, log_pos, 0.0) - torch.where(known, log_neg, 0.0)
+        p = torch.sigmoid(logits.detach())
+        positive = (y.detach() > 0.5).to(p.dtype)
+        mean_pos, known_pos = self._group_filled_mean(p, positive)
+        mean_neg, known_neg = self._group_filled_mean(p, 1.0 - positive)
+        tiny = torch.finfo(p.dtype).tiny
+        ratio = mean_pos.clamp_min(tiny).log() - mean_neg.clamp_min(tiny).log()
         bound = math.log(self.max_ratio)
-        return ratio.clamp(-bound, bound)
+        return torch.where(known_pos & known_neg, ratio, 0.0).clamp(-bound, bound)
 
-    def _group_filled_log_mean(self, log_p: torch.Tensor, mask: torch.Tensor) -> tuple:
-        """log of the per-class mean of p over ``mask`` (eq. 6); a class with no such label takes its
-        group's mean over classes that have one (eq. 7). Returns (log mean, known) per class."""
-        count = mask.sum(dim=0)
+    def _group_filled_mean(self, p: torch.Tensor, labels: torch.Tensor) -> tuple:
+        """Per-class mean of p over the labels marked 1 in ``labels`` (eq. 6); a class with no such label
+        takes the mean of its group's classes that have one (eq. 7). Returns (mean, known) per class."""
+        count = labels.sum(dim=0)
         known = count > 0
-        log_mean = _masked_logsumexp(log_p, mask, dim=0) - count.clamp_min(1).to(log_p.dtype).log()
-        members = self.group_members & known  # (groups, C): classes of each group with a mean
-        group_mean = (_masked_logsumexp(log_mean.expand_as(members), members, dim=1)
-                      - members.sum(dim=1).clamp_min(1).to(log_p.dtype).log())
-        filled = torch.where(known, log_mean, group_mean[self.group_index])
-        return filled, known | members.any(dim=1)[self.group_index]
+        mean = (p * labels).sum(dim=0) / count.clamp_min(1)
+        members = (self.group_members & known).to(p.dtype)  # (groups, C): classes of each group with a mean
+        group_count = members.sum(dim=1)
+        group_mean = members @ mean / group_count.clamp_min(1)
+        filled = torch.where(known, mean, group_mean[self.group_index])
+        return filled, known | (group_count > 0)[self.group_index]
 
     def extra_repr(self) -> str:
         return (f"kappa={self.kappa}, bias_lambda={self.bias_lambda}, adaptive={self.adaptive}, "
@@ -212,11 +213,6 @@ def ntr_bias(counts: np.ndarray, num_samples: float, kappa: float, lam: float) -
     """b_k = −(κ/λ)·log(N/n_k − 1) (DB loss reference code), n_k clipped into [½, N − ½] (float64)."""
     n = np.clip(counts, 0.5, num_samples - 0.5)
     return -(kappa / lam) * np.log(num_samples / n - 1.0)
-
-
-def _masked_logsumexp(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """logsumexp over the entries where ``mask`` holds; −inf where it holds nowhere."""
-    return torch.logsumexp(x.masked_fill(~mask, -math.inf), dim=dim)
 
 
 def _is_number(x: object) -> bool:
