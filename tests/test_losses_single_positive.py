@@ -360,6 +360,7 @@ def test_role_eval_mode_is_epr_and_leaves_the_estimates_alone():
 def test_role_optimizer_options_state_and_indices():
     assert RoleLoss(COUNTS, num_samples=N).optimizer_options == {"lr": 0.03}
     assert RoleLoss(COUNTS, num_samples=N, estimate_lr=None).optimizer_options == {}
+    assert RoleLoss(COUNTS, num_samples=np.int64(N)).estimate_logits.shape == (N, C)  # numpy statistics
     loss = RoleLoss(COUNTS, num_samples=N)
     assert set(loss.state_dict()) == {"estimate_logits", "initialised"}
     assert RoleLoss.needs_indices and RoleLoss.cost_note and loss.detached_terms
@@ -615,7 +616,7 @@ def test_gr_matches_reference(schedule, epoch, eps):
 
 
 def test_gr_by_hand():
-    """z = 0, w = 0, b = 0, μ = ½: k̂ = v = ½ ... v = 1; unknown = ½(1 − ½^q2)/q2 + ½·½ (q3 = 1)."""
+    """z = 0, w = b = 0, μ = ½: p = k̂ = ½, v = 1; an unknown costs ½(1 − ½^q2)/q2 + ½·½ (q3 = 1)."""
     z = torch.zeros(1, 2, dtype=torch.float64)
     y = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     loss = GeneralizedRobustLoss([1, 1], w=[0, 0], b=[0, 0], mu=[0.5, 0.5], sigma=[1, 1], q2=0.5, log_eps=0.0)

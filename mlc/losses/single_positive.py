@@ -49,6 +49,10 @@ def _real(x: object) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _integer(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -56,7 +60,7 @@ def _logit(p: float) -> float:
 def neg_log_sigmoid(logits: torch.Tensor, eps: float) -> torch.Tensor:
     """−log(σ(z) + ε) as the reference computes −log p; ε = 0 gives softplus(−z) exactly.
 
-    Pass −z for −log(1 − p). With ε > 0 the value is bounded by −log ε and the gradient by 1/ε.
+    Pass −z for −log(1 − p). With ε > 0 the value is bounded by −log ε (the reference's clipping).
     """
     if eps == 0.0:
         return F.softplus(-logits)
@@ -206,12 +210,12 @@ class RoleLoss(ExpectedPositiveLoss):
                  estimate_lr: float | None = 0.03, init_seed: int = 0, log_eps: float = 1e-5,
                  reduction: str = "mean", **unused_stats: object):
         super().__init__(class_counts, expected_positives, log_eps, reduction)
-        require(isinstance(num_samples, int) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
+        require(_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
         require(estimate_lr is None or (_real(estimate_lr) and estimate_lr > 0), "estimate_lr", estimate_lr,
                 "must be > 0, or null for the optimizer's learning rate")
-        require(isinstance(init_seed, int), "init_seed", init_seed, "must be an integer")
+        require(_integer(init_seed), "init_seed", init_seed, "must be an integer")
         self.optimizer_options = {} if estimate_lr is None else {"lr": float(estimate_lr)}
-        generator = torch.Generator().manual_seed(init_seed)
+        generator = torch.Generator().manual_seed(int(init_seed))
         uniform = torch.rand(num_samples, self.num_classes, generator=generator)
         self.estimate_logits = nn.Parameter(self.INIT_RANGE * (2.0 * uniform - 1.0))
         self.register_buffer("initialised", torch.zeros(num_samples, dtype=torch.bool))
@@ -306,16 +310,16 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
                  warmup_epochs: int = 5, proportion: float = 0.9, soft_label: float | None = None,
                  log_eps: float = 1e-5, reduction: str = "mean", **unused_stats: object):
         super().__init__(class_counts, alpha, log_eps, reduction)
-        require(isinstance(num_samples, int) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
+        require(_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
         require(_real(beta) and beta >= 0, "beta", beta, "β must be >= 0")
-        require(isinstance(warmup_epochs, int) and warmup_epochs >= 1, "warmup_epochs", warmup_epochs,
+        require(_integer(warmup_epochs) and warmup_epochs >= 1, "warmup_epochs", warmup_epochs,
                 "must be an integer >= 1")
         require(_real(proportion) and 0.0 <= proportion <= 1.0, "proportion", proportion, "must be in [0, 1]")
         require(soft_label is None or (_real(soft_label) and 0.0 <= soft_label < 1.0), "soft_label", soft_label,
                 "must be in [0, 1), or null for the score at labelling time")
         require(all(_real(n) and 0 <= n <= num_samples for n in class_counts), "class_counts", list(class_counts),
                 f"counts must be in [0, num_samples={num_samples}]")
-        self.beta, self.warmup_epochs, self.proportion = float(beta), warmup_epochs, float(proportion)
+        self.beta, self.warmup_epochs, self.proportion = float(beta), int(warmup_epochs), float(proportion)
         self.soft_label = None if soft_label is None else float(soft_label)
         self.unknown_counts = [num_samples - n for n in class_counts]
         shape = (num_samples, self.num_classes)
@@ -410,10 +414,10 @@ class SPLCLoss(SinglePositiveLoss):
                  gamma: float = 2.0, reduction: str = "sum", **unused_stats: object):
         super().__init__(class_counts, reduction)
         require(_real(tau) and 0.0 < tau < 1.0, "tau", tau, "τ must be in (0, 1)")
-        require(isinstance(start_epoch, int) and start_epoch >= 0, "start_epoch", start_epoch,
+        require(_integer(start_epoch) and start_epoch >= 0, "start_epoch", start_epoch,
                 "must be an integer >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
-        self.tau, self.start_epoch = float(tau), start_epoch
+        self.tau, self.start_epoch = float(tau), int(start_epoch)
         self.epoch = 0
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
