@@ -185,8 +185,8 @@ class FileImages(MultiLabelDataset):
         self.transform = None if _is_identity(transform) else transform
         self.seed, self.epoch, self.skipped = int(seed), 0, int(skipped)
         self.size = pixels.shape[1]
-        self._offset = (np.asarray(mean, dtype=np.float32) * 255.0).reshape(1, 1, 3)
-        self._scale = (1.0 / (np.asarray(std, dtype=np.float32) * 255.0)).reshape(1, 1, 3)
+        self._offset = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        self._scale = 1.0 / (torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0)
         self._targets_t = torch.from_numpy(self.targets).float()
 
     def set_epoch(self, epoch: int) -> None:
@@ -202,8 +202,8 @@ class FileImages(MultiLabelDataset):
                 raise DataError(f"the augmentation pipeline turned a {self.size}x{self.size}x3 image into "
                                 f"{'x'.join(map(str, image.shape))}; every item of a batch must have the dataset's "
                                 f"image_size (add a Resize/crop to image_size at the end of the pipeline)")
-        pixels = (image.astype(np.float32) - self._offset) * self._scale
-        return {"image": torch.from_numpy(pixels.transpose(2, 0, 1).copy()), "target": self._targets_t[index],
+        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # a copy: the map stays read-only
+        return {"image": chw.float().sub_(self._offset).mul_(self._scale), "target": self._targets_t[index],
                 "index": index}
 
     def stats(self) -> DatasetStats:
