@@ -127,3 +127,11 @@ def test_a_pipeline_that_changes_the_size_is_a_clear_error(root):
     with pytest.raises(DataError, match="turned a 16x16x3 image into 8x8x3"):
         ds[0]
     assert csv_source(root, cache_dir=None, train_transform=crop).load("val")[0]["image"].shape == (3, 16, 16)
+
+
+def test_only_seedable_albumentations_pipelines_are_accepted(root):
+    from mlc.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        csv_source(root, train_transform=lambda image: {"image": image})
+    assert err.value.key == "train_transform" and "albumentations" in err.value.reason

@@ -108,7 +108,7 @@ def _decode_into(pixels: np.ndarray, paths: Sequence[Path], size: int, workers: 
             errors[i] = f"{type(err).__name__}: {err}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in pool.map(one, range(len(paths)), chunksize=64):
+        for _ in pool.map(one, range(len(paths))):
             pass
     log.info("decoded %d images in %.1f s (%d unreadable)", len(paths), time.perf_counter() - started,
              len(errors))

@@ -75,6 +75,8 @@ class FileDatasetSource(DatasetSource):
         decode_workers: threads decoding images on a cache miss.
     """
 
+    layout = "see the dataset's YAML for the expected layout"  # each format says what `root` holds
+
     def __init__(self, root: str | None = None, image_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, train_transform=None, eval_transform=None,
                  negative_ratio: float | None = None, negative_ratio_scope: str = "all", longtail: bool = False,
@@ -90,7 +92,8 @@ class FileDatasetSource(DatasetSource):
         require(len(mean) == 3 and len(std) == 3 and all(s > 0 for s in std), "std", list(std),
                 "mean and std need 3 entries, std > 0")
         for key, value in (("train_transform", train_transform), ("eval_transform", eval_transform)):
-            require(value is None or callable(value), key, value, "must be an albumentations pipeline or null")
+            require(value is None or (callable(value) and hasattr(value, "set_random_seed")), key, value,
+                    "must be an albumentations pipeline (e.g. albumentations.Compose; it is seeded per item) or null")
         require(isinstance(skip_bad_images, bool), "skip_bad_images", skip_bad_images, "must be true or false")
         require(_int(augment_seed), "augment_seed", augment_seed, "must be an integer")
         require(_int(decode_workers) and decode_workers >= 1, "decode_workers", decode_workers, "must be >= 1")
@@ -104,8 +107,6 @@ class FileDatasetSource(DatasetSource):
         self.decode_workers = int(decode_workers)
         self._listed: dict[str, SplitFiles] | None = None
         self._checked: dict[str, tuple[SplitFiles, int]] = {}
-
-    layout = "see the dataset's YAML for the expected layout"  # each format says what `root` holds
 
     @abstractmethod
     def read_splits(self) -> dict[str, SplitFiles]:
