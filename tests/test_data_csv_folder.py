@@ -162,3 +162,16 @@ def test_trains_one_epoch_from_the_fixture(option, columns_csv, outputs, data_ca
     result = train_on(option, columns_csv if option == "csv" else root, outputs, data_cache)
     assert result.returncode == 0, result.stderr
     assert "train 10 (30% negative) val 4 test 4" in result.stdout and "epoch 1/1" in result.stdout
+
+
+def test_single_positive_training_split_and_splits_left_empty(columns_csv):
+    src = CsvImages(root=str(columns_csv), single_positive=True, **common())
+    train = src.load("train")
+    assert len(train) == 7 and (train.targets.sum(1) == 1).all() and (train.clean_targets >= train.targets).all()
+    assert src.load("val").targets.tolist() == expected("val", CLASSES)  # evaluation labels stay clean
+    write_csv(columns_csv / "train.csv", ["path", *CLASSES], [["img/train/002.jpg", 0, 0, 0]])
+    with pytest.raises(DataError, match=r"train.csv: no 'train' image has a positive label to keep"):
+        CsvImages(root=str(columns_csv), single_positive=True, **common()).load("train")
+    write_csv(columns_csv / "test.csv", ["path", *CLASSES], [["img/test/nothing.jpg", 1, 0, 0]])
+    with pytest.raises(DataError, match=r"test.csv: every image of the 'test' split is missing"):
+        CsvImages(root=str(columns_csv), **common(skip_bad_images=True)).load("test")

@@ -131,6 +131,8 @@ class FileDatasetSource(DatasetSource):
                 log.warning("%s: skipped %d missing image(s), e.g. %s: %s", split, len(missing),
                             listed.origins[missing[0]], listed.paths[missing[0]])
             kept = np.setdiff1d(np.arange(len(listed)), missing)
+            if len(kept) == 0:
+                raise DataError(f"{listed.listing}: every image of the '{split}' split is missing")
             self._checked[split] = (listed.take(kept), len(missing))
         return self._checked[split]
 
@@ -146,6 +148,8 @@ class FileDatasetSource(DatasetSource):
             log.warning("%s: skipped %d unreadable image(s), e.g. %s: %s (%s)", split, len(errors),
                         files.origins[first], files.paths[first], errors[first])
         good = np.setdiff1d(np.arange(len(files)), list(errors))
+        if len(good) == 0:
+            raise DataError(f"{files.listing}: no image of the '{split}' split can be decoded")
         result = self._controlled(files.targets[good], split, files.listing)
         if len(result.indices) < len(good):
             log.info("%s: the dataset controls kept %d of %d images (negative ratio %.4f)", split,
@@ -165,9 +169,8 @@ class FileDatasetSource(DatasetSource):
     def _controlled(self, targets: np.ndarray, split: str, listing: str) -> ControlResult:
         with config_scope("dataset"):
             result = self.controls.apply(targets, split)
-        if len(result.indices) == 0:
-            raise DataError(f"{listing}: no '{split}' image is left after the dataset controls "
-                            f"(single_positive drops images without a positive label)")
+        if len(result.indices) == 0:  # only single_positive can drop everything: the ratio would fail first
+            raise DataError(f"{listing}: no '{split}' image has a positive label to keep (single_positive)")
         return result
 
 
