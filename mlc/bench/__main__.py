@@ -1,8 +1,8 @@
 """``python -m mlc.bench`` (``make bench``): run every benchmark, print and save the tables."""
 
-from mlc.bench import losses, training
+from mlc.bench import data, losses, training
 
 if __name__ == "__main__":
-    for bench in (losses, training):
+    for bench in (losses, training, data):
         print(bench.run())
     print("tables written to experiments/benchmarks/")

@@ -79,18 +79,20 @@ class DatasetStats:
     class_counts: list[int]
     negative_count: int
     label_cardinality: float  # mean number of present classes per instance
+    skipped: int = 0  # unreadable images left out of the split (file-backed datasets with skip_bad_images)
 
     @property
     def negative_ratio(self) -> float:
         return self.negative_count / self.num_samples if self.num_samples else float("nan")
 
     @classmethod
-    def from_targets(cls, targets: np.ndarray, class_names: list[str]) -> DatasetStats:
+    def from_targets(cls, targets: np.ndarray, class_names: list[str], skipped: int = 0) -> DatasetStats:
         targets = np.asarray(targets)
         return cls(num_samples=int(targets.shape[0]), class_names=list(class_names),
                    class_counts=[int(c) for c in targets.sum(axis=0)],
                    negative_count=int((targets.sum(axis=1) == 0).sum()),
-                   label_cardinality=float(targets.sum(axis=1).mean()) if len(targets) else 0.0)
+                   label_cardinality=float(targets.sum(axis=1).mean()) if len(targets) else 0.0,
+                   skipped=int(skipped))
 
     def to_dict(self) -> dict:
         return asdict(self) | {"negative_ratio": self.negative_ratio}
