@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
@@ -45,7 +46,9 @@ def build(node: DictConfig, scope: str, **kwargs: Any) -> Any:
             field = str(cause).split("unexpected keyword argument")[-1].strip(" '\"")
             raise ConfigError(f"{scope}.{field}", node.get(field), f"unknown field for {target}") from None
         if "Error locating target" in str(err):
-            raise ConfigError(f"{scope}._target_", target, "cannot be imported") from None
+            root = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
+            detail = f" ({type(root).__name__}: {root})".splitlines()[0] if root is not None else ""
+            raise ConfigError(f"{scope}._target_", target, f"cannot be imported{detail}") from None
         reason = f"{type(cause).__name__}: {cause}" if cause else str(err).splitlines()[0]
         raise ConfigError(scope, target, reason.splitlines()[0]) from None
 
@@ -72,7 +75,9 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
         require("name" in cfg.backbone, "name", None, "a backbone config needs a timm model name")
         check_backbone(cfg.backbone.name, bool(cfg.backbone.get("pretrained", False)), cfg.backbone.get("weights_file"))
     num_classes = len(dataset.class_names)
-    build(cfg.sampler, "sampler")
+    make_order = build(cfg.sampler, "sampler")
+    with config_scope("sampler"):  # the order's own checks (per_class, ...) run when it sees targets
+        make_order(targets=np.vstack([np.eye(num_classes), np.zeros((1, num_classes))]), seed=0)
     build(cfg.loss, "loss", class_counts=[1.0] * num_classes, negative_count=1, num_samples=num_classes + 1)
     probe = torch.nn.Linear(1, 1)
     try:

@@ -7,6 +7,8 @@ because the message already names the culprit.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -57,3 +59,13 @@ class CheckpointError(MlcError):
 
 class DataError(MlcError):
     """Input data is missing or malformed."""
+
+
+def is_real(x: Any) -> bool:
+    """A finite real number from a config (not a bool, NaN or ±inf): what numeric fields accept."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def is_integer(x: Any) -> bool:
+    """An integer from a config (not a bool)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)

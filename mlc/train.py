@@ -32,7 +32,7 @@ from mlc.config import build, check_config, report_and_exit
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext
 from mlc.engine.trainer import Trainer, TrainingInterrupted
-from mlc.errors import CheckpointError, ConfigError, MlcError
+from mlc.errors import CheckpointError, ConfigError, MlcError, config_scope
 from mlc.optim import param_groups
 from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 
@@ -93,7 +93,9 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
     optimizer_partial = build(cfg.optimizer, "optimizer")
     weight_decay = float(cfg.optimizer.get("weight_decay", 0.0))
     scheduler_partial = build(cfg.scheduler, "scheduler")
-    epoch_order = build(cfg.sampler, "sampler")(targets=datasets["train"].targets, seed=int(cfg.seed))
+    make_order = build(cfg.sampler, "sampler")
+    with config_scope("sampler"):
+        epoch_order = make_order(targets=datasets["train"].targets, seed=int(cfg.seed))
     loss_name = _choice("loss") or type(loss_fn).__name__
 
     tracker = make_tracker(checked.tracking) if dist.is_main else make_tracker(_disabled(checked.tracking))

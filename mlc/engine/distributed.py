@@ -124,11 +124,17 @@ class ShardSampler(Sampler[int]):
         self.size, self.rank, self.world_size = size, rank, world_size
         self.order, self.pad = order, pad
         self.epoch, self.skip = 0, 0
+        self._cached: tuple[int, torch.Tensor] | None = None  # (epoch, shard): the DataLoader asks len() and iter()
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
     def shard(self) -> torch.Tensor:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self._compute_shard())
+        return self._cached[1]
+
+    def _compute_shard(self) -> torch.Tensor:
         order = self.order.indices(self.epoch) if self.order is not None else torch.arange(self.size)
         n = len(order)
         if self.pad and n % self.world_size:

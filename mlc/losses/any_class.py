@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mlc.errors import require
+from mlc.errors import is_real, require
 from mlc.losses.any_class_fused import REDUCTION_CODES, FusedAnyClassLoss
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
@@ -61,12 +61,12 @@ class AnyClassPresenceLoss(MultiLabelLoss):
                  reduction: str = "labels", implementation: str = "fused", **unused_stats: object):
         super().__init__()
         require(base in ("bce", "focal"), "base", base, "must be 'bce' or 'focal'")
-        require(_is_number(lam) and 0.0 <= lam <= 1.0, "lam", lam, "λ must be in [0, 1]")
-        require(_is_number(alpha) and alpha >= 0.0, "alpha", alpha, "α must be >= 0")
-        require(beta is None or (_is_number(beta) and 0.0 <= beta < 1.0), "beta", beta,
+        require(is_real(lam) and 0.0 <= lam <= 1.0, "lam", lam, "λ must be in [0, 1]")
+        require(is_real(alpha) and alpha >= 0.0, "alpha", alpha, "α must be >= 0")
+        require(beta is None or (is_real(beta) and 0.0 <= beta < 1.0), "beta", beta,
                 "β must be in [0, 1), or null for no class balancing")
-        require(_is_number(gamma) and gamma >= 0.0, "gamma", gamma, "γ must be >= 0")
-        require(_is_number(negative_count) and negative_count >= 0, "negative_count", negative_count,
+        require(is_real(gamma) and gamma >= 0.0, "gamma", gamma, "γ must be >= 0")
+        require(is_real(negative_count) and negative_count >= 0, "negative_count", negative_count,
                 "must be >= 0")
         check_reduction(reduction)
         require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
@@ -118,6 +118,3 @@ class AnyClassPresenceLoss(MultiLabelLoss):
         return (f"base={self.base}, lam={self.lam}, alpha={self.alpha}, beta={self.beta}, "
                 f"gamma={self.gamma}, reduction={self.reduction}, implementation={self.implementation}")
 
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")

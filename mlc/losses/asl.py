@@ -25,8 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mlc.errors import require
-from mlc.losses.any_class import _is_number
+from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 
 
@@ -44,9 +43,9 @@ class AsymmetricLoss(MultiLabelLoss):
     def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
                  detach_focal_weight: bool = True, reduction: str = "sum", **unused_stats: object):
         super().__init__()
-        require(_is_number(gamma_pos) and gamma_pos >= 0, "gamma_pos", gamma_pos, "γ+ must be >= 0")
-        require(_is_number(gamma_neg) and gamma_neg >= 0, "gamma_neg", gamma_neg, "γ− must be >= 0")
-        require(_is_number(clip) and 0 <= clip < 1, "clip", clip, "the margin m must be in [0, 1)")
+        require(is_real(gamma_pos) and gamma_pos >= 0, "gamma_pos", gamma_pos, "γ+ must be >= 0")
+        require(is_real(gamma_neg) and gamma_neg >= 0, "gamma_neg", gamma_neg, "γ− must be >= 0")
+        require(is_real(clip) and 0 <= clip < 1, "clip", clip, "the margin m must be in [0, 1)")
         require(isinstance(detach_focal_weight, bool), "detach_focal_weight", detach_focal_weight,
                 "must be true or false")
         check_reduction(reduction)

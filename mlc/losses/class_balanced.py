@@ -24,8 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mlc.errors import require
-from mlc.losses.any_class import _is_number
+from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
 from mlc.losses.weights import class_balanced_weights
@@ -45,8 +44,8 @@ class _ClassBalancedLoss(MultiLabelLoss):
     def __init__(self, class_counts: Sequence[float], base: str, beta: float, gamma: float, reduction: str):
         super().__init__()
         require(base in ("bce", "focal"), "base", base, "must be 'bce' or 'focal'")
-        require(_is_number(beta) and 0.0 <= beta < 1.0, "beta", beta, "β must be in [0, 1)")
-        require(_is_number(gamma) and gamma >= 0.0, "gamma", gamma, "γ must be >= 0")
+        require(is_real(beta) and 0.0 <= beta < 1.0, "beta", beta, "β must be in [0, 1)")
+        require(is_real(gamma) and gamma >= 0.0, "gamma", gamma, "γ must be >= 0")
         check_reduction(reduction)
         self.base, self.beta, self.gamma, self.reduction = base, float(beta), float(gamma), reduction
         weights = torch.from_numpy(class_balanced_weights(list(class_counts), float(beta)))
@@ -89,7 +88,7 @@ class ClassBalancedPerInstanceLoss(_ClassBalancedLoss):
                  **unused_stats: object):
         super().__init__(class_counts, base, beta, gamma, reduction)
         require(instance_weight in ("mean", "sum"), "instance_weight", instance_weight, "must be 'mean' or 'sum'")
-        require(_is_number(negative_weight) and negative_weight >= 0, "negative_weight", negative_weight,
+        require(is_real(negative_weight) and negative_weight >= 0, "negative_weight", negative_weight,
                 "must be >= 0")
         self.instance_weight, self.negative_weight = instance_weight, float(negative_weight)
 

@@ -34,8 +34,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mlc.errors import require
-from mlc.losses.any_class import _is_number
+from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
 
@@ -63,11 +62,11 @@ class DistributionBalancedLoss(MultiLabelLoss):
         super().__init__()
         require(base in ("bce", "focal"), "base", base, "must be 'bce' or 'focal'")
         for key, value in (("a", a), ("b", b), ("kappa", kappa), ("gamma", gamma)):
-            require(_is_number(value) and value >= 0, key, value, "must be >= 0")
-        require(_is_number(mu), "mu", mu, "must be a finite number")
-        require(_is_number(lam) and lam > 0, "lam", lam, "λ must be > 0")
-        require(_is_number(balance) and balance > 0, "balance", balance, "must be > 0")
-        require(_is_number(num_samples) and num_samples >= 2, "num_samples", num_samples, "must be >= 2")
+            require(is_real(value) and value >= 0, key, value, "must be >= 0")
+        require(is_real(mu), "mu", mu, "must be a finite number")
+        require(is_real(lam) and lam > 0, "lam", lam, "λ must be > 0")
+        require(is_real(balance) and balance > 0, "balance", balance, "must be > 0")
+        require(is_real(num_samples) and num_samples >= 2, "num_samples", num_samples, "must be >= 2")
         check_reduction(reduction)
         self.base, self.a, self.b, self.mu = base, float(a), float(b), float(mu)
         self.kappa, self.lam, self.gamma, self.balance = float(kappa), float(lam), float(gamma), float(balance)

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from mlc.errors import require
-from mlc.losses.any_class import _is_number
+from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss
 
 APPLY_TO = ("probability", "logit")
@@ -39,9 +38,9 @@ class SigmoidF1Loss(MultiLabelLoss):
     def __init__(self, beta: float = 1.0, eta: float = 0.0, eps: float = 1e-16, apply_to: str = "probability",
                  reduction: str = "mean", **unused_stats: object):
         super().__init__()
-        require(_is_number(beta) and beta > 0, "beta", beta, "β must be > 0")
-        require(_is_number(eta), "eta", eta, "η must be a finite number")
-        require(_is_number(eps) and eps > 0, "eps", eps, "ε must be > 0 (keeps empty classes finite)")
+        require(is_real(beta) and beta > 0, "beta", beta, "β must be > 0")
+        require(is_real(eta), "eta", eta, "η must be a finite number")
+        require(is_real(eps) and eps > 0, "eps", eps, "ε must be > 0 (keeps empty classes finite)")
         require(apply_to in APPLY_TO, "apply_to", apply_to, f"must be one of {', '.join(APPLY_TO)}")
         require(reduction in ("mean", "sum"), "reduction", reduction, "must be 'mean' or 'sum' (over classes)")
         self.beta, self.eta, self.eps = float(beta), float(eta), float(eps)

@@ -24,8 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mlc.errors import require
-from mlc.losses.any_class import _is_number
+from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits
 
@@ -43,8 +42,8 @@ class LDAMLoss(MultiLabelLoss):
     def __init__(self, class_counts: Sequence[float], max_m: float = 0.5, s: float = 1.0, reduction: str = "mean",
                  **unused_stats: object):
         super().__init__()
-        require(_is_number(max_m) and max_m > 0, "max_m", max_m, "must be > 0")
-        require(_is_number(s) and s > 0, "s", s, "must be > 0")
+        require(is_real(max_m) and max_m > 0, "max_m", max_m, "must be > 0")
+        require(is_real(s) and s > 0, "s", s, "must be > 0")
         check_reduction(reduction)
         counts = torch.tensor(list(class_counts), dtype=torch.float64)
         require(counts.numel() > 0 and bool(torch.isfinite(counts).all() and (counts >= 0).all()), "class_counts",

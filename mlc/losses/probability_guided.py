@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from mlc.data.groups import GROUPS, class_groups
-from mlc.errors import require
+from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits
 
@@ -98,15 +98,15 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         counts = np.asarray(class_counts, dtype=np.float64)
         require(counts.ndim == 1 and counts.size > 0 and bool(np.all(np.isfinite(counts) & (counts >= 0))),
                 "class_counts", list(class_counts), "must be a non-empty list of counts >= 0")
-        require(_is_number(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
-        require(_is_number(kappa) and kappa >= 0, "kappa", kappa, "κ must be >= 0")
-        require(_is_number(bias_lambda) and bias_lambda > 0, "bias_lambda", bias_lambda, "λ must be > 0")
+        require(is_real(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
+        require(is_real(kappa) and kappa >= 0, "kappa", kappa, "κ must be >= 0")
+        require(is_real(bias_lambda) and bias_lambda > 0, "bias_lambda", bias_lambda, "λ must be > 0")
         require(isinstance(adaptive, Sequence) and not isinstance(adaptive, str)
                 and all(name in FACTORS for name in adaptive), "adaptive", adaptive,
                 f"must be a list of factor names among {', '.join(FACTORS)}")
         require(focal in FOCAL, "focal", focal, f"must be one of {', '.join(FOCAL)}")
-        require(_is_number(lambda0) and lambda0 >= 0, "lambda0", lambda0, "λ0 must be >= 0")
-        require(_is_number(max_ratio) and max_ratio >= 1, "max_ratio", max_ratio, "must be >= 1")
+        require(is_real(lambda0) and lambda0 >= 0, "lambda0", lambda0, "λ0 must be >= 0")
+        require(is_real(max_ratio) and max_ratio >= 1, "max_ratio", max_ratio, "must be >= 1")
         check_reduction(reduction)
         groups = class_groups(counts.tolist())
         specs = dict(zip(FACTORS, (lambda1_neg, lambda2_neg, lambda1_pos, lambda2_pos), strict=True))
@@ -205,7 +205,7 @@ def resolve_factor(name: str, spec: object, groups: Sequence[str]) -> list[float
         values = list(spec)
     else:
         values = [spec] * len(groups)
-    require(all(_is_number(v) and v > 0 for v in values), name, spec, "scaling factors must be numbers > 0")
+    require(all(is_real(v) and v > 0 for v in values), name, spec, "scaling factors must be numbers > 0")
     return [float(v) for v in values]
 
 
@@ -213,7 +213,3 @@ def ntr_bias(counts: np.ndarray, num_samples: float, kappa: float, lam: float) -
     """b_k = −(κ/λ)·log(N/n_k − 1) (DB loss reference code), n_k clipped into [½, N − ½] (float64)."""
     n = np.clip(counts, 0.5, num_samples - 0.5)
     return -(kappa / lam) * np.log(num_samples / n - 1.0)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -31,26 +31,17 @@ a batch-level regulariser (EPR, ROLE) is added after the reduction, as in the re
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlc.errors import require
+from mlc.errors import is_integer, is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import focal_with_logits
 
 WAN_WEIGHT = "1/(C-1)"
-
-
-def _real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _integer(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _logit(p: float) -> float:
@@ -95,7 +86,7 @@ class SinglePositiveLoss(MultiLabelLoss):
         super().__init__()
         require(len(class_counts) >= 1, "class_counts", list(class_counts), "must list at least one class")
         check_reduction(reduction)
-        require(_real(log_eps) and 0.0 <= log_eps < 1.0, "log_eps", log_eps, "ε must be in [0, 1)")
+        require(is_real(log_eps) and 0.0 <= log_eps < 1.0, "log_eps", log_eps, "ε must be in [0, 1)")
         self.num_classes = len(class_counts)
         self.reduction, self.log_eps = reduction, float(log_eps)
 
@@ -126,13 +117,13 @@ class AssumeNegativeLoss(SinglePositiveLoss):
                  negative_weight: float | str = 1.0, log_eps: float = 1e-5, reduction: str = "mean",
                  **unused_stats: object):
         super().__init__(class_counts, reduction, log_eps)
-        require(_real(label_smoothing) and 0.0 <= label_smoothing < 0.5, "label_smoothing", label_smoothing,
+        require(is_real(label_smoothing) and 0.0 <= label_smoothing < 0.5, "label_smoothing", label_smoothing,
                 "must be in [0, 0.5)")
         if negative_weight == WAN_WEIGHT:
             require(self.num_classes >= 2, "negative_weight", negative_weight, "needs at least 2 classes")
             weight = 1.0 / (self.num_classes - 1)
         else:
-            require(_real(negative_weight) and negative_weight >= 0, "negative_weight", negative_weight,
+            require(is_real(negative_weight) and negative_weight >= 0, "negative_weight", negative_weight,
                     f"must be a number >= 0 or '{WAN_WEIGHT}'")
             weight = float(negative_weight)
         self.label_smoothing, self.negative_weight = float(label_smoothing), weight
@@ -160,7 +151,7 @@ class ExpectedPositiveLoss(SinglePositiveLoss):
     def __init__(self, class_counts: Sequence[float], expected_positives: float = 1.5, log_eps: float = 1e-5,
                  reduction: str = "mean", **unused_stats: object):
         super().__init__(class_counts, reduction, log_eps)
-        require(_real(expected_positives) and 0 < expected_positives <= self.num_classes, "expected_positives",
+        require(is_real(expected_positives) and 0 < expected_positives <= self.num_classes, "expected_positives",
                 expected_positives, f"k must be in (0, {self.num_classes}] (the number of classes)")
         self.expected_positives = float(expected_positives)
 
@@ -210,10 +201,10 @@ class RoleLoss(ExpectedPositiveLoss):
                  estimate_lr: float | None = 0.03, init_seed: int = 0, log_eps: float = 1e-5,
                  reduction: str = "mean", **unused_stats: object):
         super().__init__(class_counts, expected_positives, log_eps, reduction)
-        require(_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
-        require(estimate_lr is None or (_real(estimate_lr) and estimate_lr > 0), "estimate_lr", estimate_lr,
+        require(is_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
+        require(estimate_lr is None or (is_real(estimate_lr) and estimate_lr > 0), "estimate_lr", estimate_lr,
                 "must be > 0, or null for the optimizer's learning rate")
-        require(_integer(init_seed), "init_seed", init_seed, "must be an integer")
+        require(is_integer(init_seed), "init_seed", init_seed, "must be an integer")
         self.optimizer_options = {} if estimate_lr is None else {"lr": float(estimate_lr)}
         generator = torch.Generator().manual_seed(int(init_seed))
         uniform = torch.rand(num_samples, self.num_classes, generator=generator)
@@ -263,7 +254,7 @@ class EntropyMaximizationLoss(SinglePositiveLoss):
     def __init__(self, class_counts: Sequence[float], alpha: float = 0.2, log_eps: float = 1e-5,
                  reduction: str = "mean", **unused_stats: object):
         super().__init__(class_counts, reduction, log_eps)
-        require(_real(alpha) and alpha >= 0, "alpha", alpha, "α must be >= 0")
+        require(is_real(alpha) and alpha >= 0, "alpha", alpha, "α must be >= 0")
         self.alpha = float(alpha)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -310,14 +301,14 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
                  warmup_epochs: int = 5, proportion: float = 0.9, soft_label: float | None = None,
                  log_eps: float = 1e-5, reduction: str = "mean", **unused_stats: object):
         super().__init__(class_counts, alpha, log_eps, reduction)
-        require(_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
-        require(_real(beta) and beta >= 0, "beta", beta, "β must be >= 0")
-        require(_integer(warmup_epochs) and warmup_epochs >= 1, "warmup_epochs", warmup_epochs,
+        require(is_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
+        require(is_real(beta) and beta >= 0, "beta", beta, "β must be >= 0")
+        require(is_integer(warmup_epochs) and warmup_epochs >= 1, "warmup_epochs", warmup_epochs,
                 "must be an integer >= 1")
-        require(_real(proportion) and 0.0 <= proportion <= 1.0, "proportion", proportion, "must be in [0, 1]")
-        require(soft_label is None or (_real(soft_label) and 0.0 <= soft_label < 1.0), "soft_label", soft_label,
+        require(is_real(proportion) and 0.0 <= proportion <= 1.0, "proportion", proportion, "must be in [0, 1]")
+        require(soft_label is None or (is_real(soft_label) and 0.0 <= soft_label < 1.0), "soft_label", soft_label,
                 "must be in [0, 1), or null for the score at labelling time")
-        require(all(_real(n) and 0 <= n <= num_samples for n in class_counts), "class_counts", list(class_counts),
+        require(all(is_real(n) and 0 <= n <= num_samples for n in class_counts), "class_counts", list(class_counts),
                 f"counts must be in [0, num_samples={num_samples}]")
         self.beta, self.warmup_epochs, self.proportion = float(beta), int(warmup_epochs), float(proportion)
         self.soft_label = None if soft_label is None else float(soft_label)
@@ -383,7 +374,7 @@ class HillLoss(SinglePositiveLoss):
     def __init__(self, class_counts: Sequence[float], lam: float = 1.5, margin: float = 1.0, gamma: float = 2.0,
                  reduction: str = "sum", **unused_stats: object):
         super().__init__(class_counts, reduction)
-        require(_real(lam) and lam >= 0, "lam", lam, "λ must be >= 0")
+        require(is_real(lam) and lam >= 0, "lam", lam, "λ must be >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
         self.lam = float(lam)
 
@@ -413,8 +404,8 @@ class SPLCLoss(SinglePositiveLoss):
     def __init__(self, class_counts: Sequence[float], tau: float = 0.6, start_epoch: int = 1, margin: float = 1.0,
                  gamma: float = 2.0, reduction: str = "sum", **unused_stats: object):
         super().__init__(class_counts, reduction)
-        require(_real(tau) and 0.0 < tau < 1.0, "tau", tau, "τ must be in (0, 1)")
-        require(_integer(start_epoch) and start_epoch >= 0, "start_epoch", start_epoch,
+        require(is_real(tau) and 0.0 < tau < 1.0, "tau", tau, "τ must be in (0, 1)")
+        require(is_integer(start_epoch) and start_epoch >= 0, "start_epoch", start_epoch,
                 "must be an integer >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
         self.tau, self.start_epoch = float(tau), int(start_epoch)
@@ -436,8 +427,8 @@ class SPLCLoss(SinglePositiveLoss):
 
 
 def _margin_and_gamma(margin: float, gamma: float) -> tuple[float, float]:
-    require(_real(margin) and margin >= 0, "margin", margin, "must be >= 0")
-    require(_real(gamma) and gamma >= 0, "gamma", gamma, "γ must be >= 0")
+    require(is_real(margin) and margin >= 0, "margin", margin, "must be >= 0")
+    require(is_real(gamma) and gamma >= 0, "gamma", gamma, "γ must be >= 0")
     return float(margin), float(gamma)
 
 
@@ -476,7 +467,7 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
                        (("w", w), ("b", b), ("mu", mu), ("sigma", sigma))}
         require(min(self.ranges["sigma"]) > 0, "sigma", list(sigma), "σ must be > 0")
         for name, q in (("q2", q2), ("q3", q3)):
-            require(_real(q) and 0 < q <= 1, name, q, "must be in (0, 1]")
+            require(is_real(q) and 0 < q <= 1, name, q, "must be in (0, 1]")
         require(isinstance(detach_k, bool), "detach_k", detach_k, "must be true or false")
         require(schedule in self.SCHEDULES, "schedule", schedule, f"must be one of {', '.join(self.SCHEDULES)}")
         self.q2, self.q3, self.detach_k, self.schedule = float(q2), float(q3), detach_k, schedule
@@ -516,5 +507,5 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
     ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-    require(ok and all(_real(x) for x in value), name, value, "must be [first, last]: two numbers")
+    require(ok and all(is_real(x) for x in value), name, value, "must be [first, last]: two numbers")
     return float(value[0]), float(value[1])
