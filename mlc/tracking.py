@@ -27,7 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mlc.errors import is_real, require
+from mlc.errors import require
 
 log = logging.getLogger("mlc.tracking")
 
@@ -125,7 +125,7 @@ class MLflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if is_real(v)]
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if _is_number(v)]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
@@ -252,5 +252,5 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 3] + "..."
 
 
-def is_real(x: Any) -> bool:
+def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
