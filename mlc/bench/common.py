@@ -37,6 +37,45 @@ def median_seconds(fn: Callable[[], object], min_time: float = 0.3, repeats: int
     return statistics.median(rounds)
 
 
+def calls_per_round(fn: Callable[[], object], min_time: float) -> int:
+    """How many calls of ``fn`` take about ``min_time`` seconds (after one warm-up call)."""
+    fn()
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time / 4 or number >= 1 << 16:
+            return max(1, round(number * min_time / max(elapsed, 1e-9)))
+        number *= 2
+
+
+def median_ratio(candidate: Callable[[], object], baseline: Callable[[], object], rounds: int = 15,
+                 min_time: float = 0.04, warmup: int = 3) -> tuple[float, float]:
+    """Median over ``rounds`` of time(candidate) / time(baseline), the two timed back to back each round.
+
+    Why interleaved: on a shared 2-core machine the speed drifts by tens of percent within seconds
+    (other processes, allocator state); both sides of one round see the same drift, so their ratio is
+    far steadier than a ratio of two separately taken medians. Returns (ratio, median baseline seconds).
+    """
+    for _ in range(warmup):
+        candidate(), baseline()
+    n_candidate, n_baseline = calls_per_round(candidate, min_time), calls_per_round(baseline, min_time)
+    ratios, base_times = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n_baseline):
+            baseline()
+        mid = time.perf_counter()
+        for _ in range(n_candidate):
+            candidate()
+        end = time.perf_counter()
+        base_times.append((mid - start) / n_baseline)
+        ratios.append(((end - mid) / n_candidate) / base_times[-1])
+    return statistics.median(ratios), statistics.median(base_times)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

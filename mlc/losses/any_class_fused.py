@@ -9,7 +9,10 @@ their intermediates. Written out, everything reduces to a few row sums and one c
 - with the element loss ℓ and g = ∂ℓ/∂z, the gradient of J = Σ_i s_i L_i / D is
       ∂J/∂z_ic = (s_i / D)·[g(z_ic, y_ic) + α·g(z_a,i, y_a,i)·v_ic / Σ_c v_ic].
   For BCE, g = σ(z) − y, so the whole (B, C) gradient is a·σ(z) + c·y + d with per-row a, c, d.
-- Focal, ℓ = σ(u)^γ·softplus(u) with u = (1 − 2y)·z (σ(u) = 1 − p_t): g = (1 − 2y)·σ(u)^γ·[γ(1 − σ(u))·softplus(u) + σ(u)].
+- Focal, ℓ = σ(u)^γ·softplus(u) with u = (1 − 2y)·z (σ(u) = 1 − p_t):
+      g = (1 − 2y)·σ(u)^γ·[γ(1 − σ(u))·softplus(u) + σ(u)].
+  Both factors come from one r = softplus(−u) = −log σ(u): softplus(u) = u + r and σ(u)^γ = e^(−γr).
+- softplus itself is ``elementwise.softplus_value`` (``exp`` and ``log``, no ``log1p``; see there why).
 
 Targets must be binary (0/1), as everywhere in the any-class paper. Double backward is not supported
 (use ``implementation: autograd`` for that). ``tests/test_losses_any_class.py`` checks both
@@ -21,20 +24,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mlc.losses.elementwise import softplus_value
+
 REDUCTION_CODES = {"labels": 0, "instances": 1, "mean": 2, "sum": 3}
 
 
-def _row_focal(u: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row focal loss of u = (1 − 2y)·z and its derivative with respect to u (small tensors)."""
-    log_q = F.logsigmoid(u)              # log σ(u) = log(1 − p_t)
-    soft = u - log_q                     # softplus(u) = −log p_t
-    q = log_q.exp()
-    mod = (gamma * log_q).exp()          # σ(u)^γ
-    return mod * soft, mod * (gamma * (1.0 - q) * soft + q)
+def _row_any(z_a: torch.Tensor, y_a: torch.Tensor, gamma: float, focal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """ℓ(z_a, y_a) of the any-class logit and ∂ℓ/∂z_a, per row: (B,) tensors, so plain ops do."""
+    if not focal:
+        return F.softplus(z_a) - y_a * z_a, torch.sigmoid(z_a) - y_a
+    sign = 1.0 - 2.0 * y_a
+    u = sign * z_a
+    r = F.softplus(-u)                   # −log σ(u)
+    soft, q, mod = u + r, torch.sigmoid(u), torch.exp(-gamma * r)
+    return mod * soft, sign * mod * (gamma * (1.0 - q) * soft + q)
 
 
 class FusedAnyClassLoss(torch.autograd.Function):
-    """J = Σ_i s_i [Σ_c ℓ(z_ic, y_ic) + α ℓ(z_a,i, y_a,i)] / D with a hand-written backward."""
+    """J = Σ_i s_i [Σ_c ℓ(z_ic, y_ic) + α ℓ(z_a,i, y_a,i)] / D with a hand-written backward.
+
+    Per row, with w_i = (1 − λ)·[row i positive] (so λ_i = 1 − w_i):
+    Σ_c v = C + w_i (n_i − C) and Σ_c v z = Σ_c z + w_i (Σ_c y z − Σ_c z).
+    """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None,
@@ -43,60 +54,53 @@ class FusedAnyClassLoss(torch.autograd.Function):
         b, c = z.shape
         npos = y.sum(1)
         positive = npos > 0
-        yz = torch.einsum("ic,ic->i", y, z)                     # Σ_c y z, one pass, no (B, C) temporary
         if focal:
             u = torch.addcmul(z, y, z, value=-2.0)              # (1 − 2y)·z
-            log_q = F.logsigmoid(u)
-            soft = u - log_q
-            mod = (gamma * log_q).exp_()
-            per_instance = torch.einsum("ic,ic->i", mod, soft)
+            r = softplus_value(-u)                              # −log σ(u)
+            mod = torch.mul(r, -gamma).exp_()                   # σ(u)^γ
+            soft = r.add_(u)                                    # softplus(u), in r's storage
+            per_instance = (mod * soft).sum(1)
         else:
-            per_instance = F.softplus(z).sum(1) - yz
-            u = log_q = soft = mod = None
+            u = soft = mod = None
+        yz = torch.linalg.vecdot(y, z) if alpha != 0.0 or not focal else None
+        if not focal:
+            per_instance = softplus_value(z).sum(1).sub_(yz)
+        w = v_sum = any_grad = None
         if alpha != 0.0:
-            lam_i = torch.where(positive, torch.full_like(npos, lam), torch.ones_like(npos))
-            v_sum = c * lam_i + (1.0 - lam_i) * npos
-            z_a = (lam_i * z.sum(1) + (1.0 - lam_i) * yz) / v_sum
             y_a = positive.to(z.dtype)
-            if focal:
-                any_loss, any_grad_u = _row_focal(z_a * (1.0 - 2.0 * y_a), gamma)
-                any_grad = any_grad_u * (1.0 - 2.0 * y_a)
-            else:
-                any_loss = F.softplus(z_a) - y_a * z_a
-                any_grad = torch.sigmoid(z_a) - y_a
-            per_instance = per_instance + alpha * any_loss
-        else:
-            lam_i = v_sum = any_grad = None
+            w = y_a * (1.0 - lam)
+            v_sum = (npos - c).mul_(w).add_(c)
+            z_a = torch.lerp(z.sum(1), yz, w).div_(v_sum)
+            any_loss, any_grad = _row_any(z_a, y_a, gamma, focal)
+            per_instance.add_(any_loss, alpha=alpha)
+        s = None
         if class_weights is not None:
-            s = torch.where(positive, y @ class_weights, negative_weight)
-            per_instance = s * per_instance
-        else:
-            s = None
-        denominator = (npos.sum() + (~positive).sum(), b, b * c, 1)[reduction]
-        ctx.save_for_backward(z, y, s, lam_i, v_sum, any_grad, log_q, soft, mod)
+            s = torch.where(positive, torch.mv(y, class_weights), negative_weight)
+            per_instance.mul_(s)
+        denominator = (npos.sum() + (b - positive.sum()), b, b * c, 1)[reduction]
+        ctx.save_for_backward(z, y, s, w, v_sum, any_grad, u, soft, mod)
         ctx.settings = (alpha, gamma, focal, denominator)
         return per_instance.sum() / denominator
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        z, y, s, lam_i, v_sum, any_grad, log_q, soft, mod = ctx.saved_tensors
+        z, y, s, w, v_sum, any_grad, u, soft, mod = ctx.saved_tensors
         alpha, gamma, focal, denominator = ctx.settings
-        a = grad_out / denominator * (s if s is not None else torch.ones_like(z[:, 0]))  # per-row scale
+        scale = grad_out / denominator
+        a = s * scale if s is not None else scale.expand(z.shape[0])   # per-row factor s_i / D
         if focal:
-            q = log_q.exp()
-            g = torch.addcmul(q, (1.0 - q).mul_(gamma), soft).mul_(mod)   # ∂ℓ/∂u
-            g.mul_(torch.addcmul(torch.ones_like(y), y, torch.ones_like(y), value=-2.0))  # ∂u/∂z = 1 − 2y
-            g.mul_(a[:, None])
-            if alpha != 0.0:
-                b = a * alpha * any_grad / v_sum
-                g.addcmul_(y, (b * (1.0 - lam_i))[:, None]).add_((b * lam_i)[:, None])
+            q = torch.sigmoid(u)                                         # σ(u) = 1 − p_t
+            g = torch.addcmul(q, q.neg().add_(1.0).mul_(gamma), soft).mul_(mod)  # ∂ℓ/∂u
+            g.mul_(y.mul(-2.0).add_(1.0)).mul_(a[:, None])                # ∂u/∂z = 1 − 2y; row scale
+            y_row = None
         else:
-            g = torch.sigmoid(z).mul_(a[:, None])
-            c_row, d_row = -a, None
-            if alpha != 0.0:
-                b = a * alpha * any_grad / v_sum
-                c_row, d_row = b * (1.0 - lam_i) - a, b * lam_i
-            g.addcmul_(y, c_row[:, None])
-            if d_row is not None:
-                g.add_(d_row[:, None])
+            g = torch.sigmoid(z).mul_(a[:, None])                        # a·σ(z) ...
+            y_row = -a                                                   # ... − a·y
+        if alpha != 0.0:
+            # + a·α·g_a·v / Σv with v = λ_i + w_i·y = (1 − w_i) + w_i·y
+            d_row = a * any_grad * alpha / v_sum
+            y_row = d_row * w if y_row is None else y_row.addcmul_(d_row, w)
+            g.add_((d_row - d_row * w)[:, None])
+        if y_row is not None:
+            g.addcmul_(y, y_row[:, None])
         return g, None, None, None, None, None, None, None, None
