@@ -13,6 +13,13 @@ split disjointly between train/val/test (60/20/20 per digit), so no scan seen in
 evaluation. Class frequencies follow a Zipf profile (``class_imbalance``) so that class balancing
 matters. The same parameters and ``seed`` always give identical arrays; they are cached under
 ``cache_dir`` keyed by a hash of every parameter that changes the data.
+
+The dataset controls of the file-backed sources (``mlc.data.controls.Controls``) apply too, with the
+same fields: ``longtail`` subsamples the training split to a Pareto class profile (every negative
+scene is kept, so the training negative ratio rises above ``negative_ratio``), ``single_positive``
+keeps one observed positive per training scene (Cole et al. 2021; ``clean_targets`` keeps the true
+labels) and drops the negative training scenes. They pick and relabel rows of the generated split
+when it is loaded, so they are not part of the cache key; val and test are never changed by them.
 """
 
 from __future__ import annotations
@@ -27,13 +34,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlc.data.base import SPLITS, DatasetSource, InMemoryImages
-from mlc.errors import require
+from mlc.data.base import SPLITS, DatasetSource, DatasetStats, InMemoryImages
+from mlc.data.controls import ControlResult, Controls, pareto_profile
+from mlc.errors import ConfigError, DataError, config_scope, require
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1  # bump whenever the rendering changes, so stale caches are not reused
 SOURCE_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+class DigitImages(InMemoryImages):
+    """A loaded digits split: ``targets`` are the labels the loss sees, ``clean_targets`` the scenes'
+    true labels (they differ under ``single_positive``: analysis only) and ``rows`` the kept scenes'
+    indices in the generated split (all of them unless a control dropped some)."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, class_names: list[str], mean: tuple[float, ...],
+                 std: tuple[float, ...], clean_targets: np.ndarray | None = None, rows: np.ndarray | None = None):
+        super().__init__(images, targets, class_names, mean, std)
+        self.clean_targets = self.targets if clean_targets is None else np.ascontiguousarray(clean_targets,
+                                                                                             dtype=np.uint8)
+        self.rows = np.arange(len(self.targets)) if rows is None else np.asarray(rows, dtype=np.int64)
 
 
 class DigitScenes(DatasetSource):
@@ -43,7 +64,10 @@ class DigitScenes(DatasetSource):
         num_classes: K ∈ [1, 10]; digits 0..K−1 are classes, K..9 distractors.
         image_size: canvas side in pixels.
         train_size, val_size, test_size: number of scenes per split.
-        negative_ratio: exact fraction of negative scenes in every split, in [0, 1].
+        negative_ratio: exact fraction of negative scenes generated in every split, in [0, 1]. The
+            controls below then change the training split's: ``longtail`` keeps every negative scene,
+            ``single_positive`` drops them all (the ratio then holds in val/test only, like the file
+            datasets' ``negative_ratio_scope=eval``), so it must leave a positive training scene.
         objects_per_scene: [min, max] number of digits on a canvas (min 0 allows empty negatives).
         digit_size: [min, max] side in pixels of a rendered digit.
         max_overlap: largest fraction of a digit's box another digit may cover (rejection sampling).
@@ -51,9 +75,18 @@ class DigitScenes(DatasetSource):
             (otherwise a distractor); controls how many scenes carry several labels.
         class_imbalance: Zipf exponent of class frequencies (0 = uniform; 1 = class 0 is K× class K−1).
         noise_std: standard deviation of the Gaussian pixel noise (pixel range [0, 1]).
-        seed: data seed (independent of the training seed, so seeds of a run vary only the model).
+        seed: data seed (independent of the training seed, so seeds of a run vary only the model); also
+            seeds the long-tail draw.
         cache_dir: where generated arrays are cached (``None``: no cache).
         mean, std: per-channel normalisation applied when a split is loaded.
+        longtail, longtail_alpha, longtail_max, longtail_min, longtail_tail: subsample the training
+            split to the Pareto class profile ``pareto_profile(num_classes, ...)`` (VOC-LT / COCO-LT).
+            The defaults give [800, 187, 57, 21, 9, 4] for 6 classes, which the default 4,000 scenes
+            can serve (the greedy draw reaches about [657, 169, 50, 21, 9, 4]: co-occurring classes
+            move each other's counts); a profile the generated split cannot serve (its k-th most frequent class has
+            fewer scenes than the k-th target) is a ``ConfigError`` on ``longtail_max`` when loaded.
+        single_positive, single_positive_seed: one observed positive per training scene, the rest 0 =
+            unknown (Cole et al. 2021, ``mlc.data.controls.single_positive``).
     """
 
     def __init__(self, num_classes: int = 6, image_size: int = 32, train_size: int = 4000,
@@ -61,7 +94,9 @@ class DigitScenes(DatasetSource):
                  objects_per_scene: tuple[int, int] = (1, 3), digit_size: tuple[int, int] = (12, 20),
                  max_overlap: float = 0.3, class_object_prob: float = 0.5, class_imbalance: float = 1.0,
                  noise_std: float = 0.15, seed: int = 0, cache_dir: str | None = None,
-                 mean: tuple[float, ...] = (0.5, 0.5, 0.5), std: tuple[float, ...] = (0.25, 0.25, 0.25)):
+                 mean: tuple[float, ...] = (0.5, 0.5, 0.5), std: tuple[float, ...] = (0.25, 0.25, 0.25),
+                 longtail: bool = False, longtail_alpha: float = 6.0, longtail_max: int = 800, longtail_min: int = 1,
+                 longtail_tail: float = 0.99, single_positive: bool = False, single_positive_seed: int = 1200):
         objects_per_scene, digit_size = tuple(objects_per_scene), tuple(digit_size)
         require(isinstance(num_classes, int) and 1 <= num_classes <= 10, "num_classes", num_classes,
                 "must be an integer in [1, 10] (digits 0..K-1 are the classes)")
@@ -83,6 +118,13 @@ class DigitScenes(DatasetSource):
         require(_number(noise_std) and noise_std >= 0, "noise_std", noise_std, "must be >= 0")
         require(len(mean) == 3 and len(std) == 3 and all(s > 0 for s in std), "std", list(std),
                 "mean and std need 3 entries, std > 0")
+        # The generated ratio is digits' own (exact per split); the controls only pick and relabel rows.
+        self.controls = Controls(negative_ratio=None, longtail=longtail, longtail_alpha=longtail_alpha,
+                                 longtail_max=longtail_max, longtail_min=longtail_min, longtail_tail=longtail_tail,
+                                 single_positive=single_positive, single_positive_seed=single_positive_seed, seed=seed)
+        require(not single_positive or round(negative_ratio * train_size) < train_size, "negative_ratio",
+                negative_ratio, f"makes all {train_size} training scenes negative, and single_positive drops every "
+                "training scene without a positive; use a lower ratio")
         self.params = dict(num_classes=num_classes, image_size=image_size,
                            sizes=dict(train=train_size, val=val_size, test=test_size),
                            negative_ratio=float(negative_ratio), objects_per_scene=list(objects_per_scene),
@@ -98,11 +140,48 @@ class DigitScenes(DatasetSource):
     def cache_key(self) -> str:
         return hashlib.sha1(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:16]
 
-    def load(self, split: str) -> InMemoryImages:
+    def load(self, split: str) -> DigitImages:
+        """The split after the dataset controls (only the training split is changed by them)."""
         require(split in SPLITS, "split", split, f"must be one of {', '.join(SPLITS)}")
         arrays = self.arrays()
-        return InMemoryImages(arrays[f"{split}_images"], arrays[f"{split}_targets"], self.class_names,
-                              self.mean, self.std)
+        images, targets = arrays[f"{split}_images"], arrays[f"{split}_targets"]
+        result = self._controlled(targets, split)
+        if len(result.indices) < len(targets):
+            images = images[result.indices]
+            log.info("%s: the dataset controls kept %d of %d scenes (negative ratio %.4f, class counts %s)", split,
+                     len(result.indices), len(targets), float((result.targets.sum(axis=1) == 0).mean()),
+                     result.targets.sum(axis=0).tolist())
+        return DigitImages(images, result.targets, self.class_names, self.mean, self.std,
+                           clean_targets=result.clean_targets, rows=result.indices)
+
+    def label_stats(self, split: str) -> DatasetStats:
+        """The split's statistics (after the controls) without converting its images."""
+        require(split in SPLITS, "split", split, f"must be one of {', '.join(SPLITS)}")
+        return DatasetStats.from_targets(self._controlled(self.arrays()[f"{split}_targets"], split).targets,
+                                         self.class_names)
+
+    def _controlled(self, targets: np.ndarray, split: str) -> ControlResult:
+        with config_scope("dataset"):
+            if split == "train" and self.controls.longtail:
+                self._check_longtail(targets)
+            result = self.controls.apply(targets, split)
+        if len(result.indices) == 0:  # the constructor already refuses an all-negative training split
+            raise DataError(f"digits: no '{split}' scene has a positive label to keep (single_positive)")
+        return result
+
+    def _check_longtail(self, targets: np.ndarray) -> None:
+        """Refuse a profile the split cannot serve: some assignment of classes to ranks gives every rank
+        enough scenes iff the k-th most frequent class has >= the k-th target, for every k (on multi-label
+        scenes the greedy draw still ends a little off the targets: co-occurring classes move each other)."""
+        profile = pareto_profile(targets.shape[1], **self.controls.longtail_profile)
+        available = np.sort(targets.sum(axis=0))[::-1]
+        short = np.flatnonzero(available < profile)
+        if len(short):
+            k = int(short[0])
+            raise ConfigError("longtail_max", self.controls.longtail_profile["max_per_class"],
+                              f"the long-tail profile {profile.tolist()} wants {profile[k]} training scenes for "
+                              f"rank {k + 1}, but the rank-{k + 1} class of the generated split has {available[k]} "
+                              f"(class counts {targets.sum(axis=0).tolist()}); lower longtail_max or raise train_size")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All splits as uint8 arrays, from the cache when possible, else generated (and cached)."""
