@@ -86,8 +86,13 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError("optimizer", cfg.optimizer.get("_target_"), str(err)) from None
-    with config_scope("scheduler"):
-        build(cfg.scheduler, "scheduler")(optimizer, steps_per_epoch=1, max_epochs=trainer.max_epochs)
+    schedule_log = logging.getLogger("mlc.optim")  # its notes (a shortened warm-up) belong to the real build
+    schedule_log.disabled, was_disabled = True, schedule_log.disabled
+    try:
+        with config_scope("scheduler"):
+            build(cfg.scheduler, "scheduler")(optimizer, steps_per_epoch=1, max_epochs=trainer.max_epochs)
+    finally:
+        schedule_log.disabled = was_disabled
     return CheckedConfig(trainer=trainer, tracking=tracking, dataset=dataset)
 
 

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from mlc.errors import require
 
-log = logging.getLogger("mlc")
+log = logging.getLogger(__name__)
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_and_bias: bool = True) -> list[dict]:
