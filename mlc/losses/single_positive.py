@@ -315,7 +315,8 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
     """
 
     needs_indices = True
-    cost_note = "keeps num_samples × C scores and pseudo-labels; sorts each class's scores once per epoch"
+    cost_note = ("every step writes the batch's B × C scores into a num_samples × C record and gathers B × C "
+                 "pseudo-label masks and values; sorts each class's scores once per epoch")
 
     def __init__(self, class_counts: Sequence[float], num_samples: int, alpha: float = 0.2, beta: float = 0.02,
                  warmup_epochs: int = 5, proportion: float = 0.9, soft_label: float | None = None,
