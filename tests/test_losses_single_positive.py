@@ -734,6 +734,10 @@ def test_log_eps_bounds_the_reference_form_and_zero_is_exact():
     (GeneralizedRobustLoss, dict(q3=1.5), "q3"),
     (GeneralizedRobustLoss, dict(detach_k="yes"), "detach_k"),
     (GeneralizedRobustLoss, dict(schedule="cosine"), "schedule"),
+    (GeneralizedRobustLoss, dict(implementation="eager"), "implementation"),
+    (EntropyMaximizationLoss, dict(implementation="jit"), "implementation"),
+    (HillLoss, dict(implementation=""), "implementation"),
+    (SPLCLoss, dict(implementation=None), "implementation"),
 ])
 def test_invalid_fields_name_the_key(factory, kwargs, key):
     with pytest.raises(ConfigError) as err:
@@ -747,3 +751,146 @@ def test_wan_needs_two_classes_and_class_count_mismatch_is_clear():
     assert err.value.key == "negative_weight"
     with pytest.raises(ValueError, match="built for 5 classes"):
         HillLoss(COUNTS)(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+# -- fused kernels (implementation: fused, the default) against the autograd forms ---------------------
+
+def _apl_with_pseudo_labels(**kwargs) -> AsymmetricPseudoLabelLoss:
+    """An APL loss (20 rows, 3 classes) after one epoch of scores and a pseudo-labelling round."""
+    loss = apl(warmup_epochs=1, proportion=0.5, beta=0.4, alpha=0.3, **kwargs)
+    z, y = apl_data(16)
+    loss.set_epoch(0, 3)
+    apl_epoch(loss, z, y, torch.arange(20))
+    loss.set_epoch(1, 3)
+    assert loss.pseudo_mask.any()
+    return loss
+
+
+FUSED_CASES = {
+    "em": lambda impl: EntropyMaximizationLoss(COUNTS, implementation=impl),
+    "em exact α=1 labels": lambda impl: EntropyMaximizationLoss(COUNTS, 1.0, log_eps=0.0, reduction="labels",
+                                                                implementation=impl),
+    "hill": lambda impl: HillLoss(COUNTS, implementation=impl),
+    "hill λ=1 m=.5 γ=1 mean": lambda impl: HillLoss(COUNTS, 1.0, 0.5, 1.0, reduction="mean", implementation=impl),
+    "hill m=0 γ=0": lambda impl: HillLoss(COUNTS, 2.0, 0.0, 0.0, implementation=impl),
+    "hill γ=1.5": lambda impl: HillLoss(COUNTS, gamma=1.5, implementation=impl),
+    "splc epoch 0": lambda impl: SPLCLoss(COUNTS, implementation=impl),
+    "splc epoch 3": lambda impl: _at_epoch(SPLCLoss(COUNTS, implementation=impl), 3, 5),
+    "splc τ=.8 γ=1.5 m=0 instances": lambda impl: _at_epoch(
+        SPLCLoss(COUNTS, tau=0.8, margin=0.0, gamma=1.5, reduction="instances", implementation=impl), 2, 5),
+    "splc γ=0": lambda impl: _at_epoch(SPLCLoss(COUNTS, gamma=0.0, implementation=impl), 1, 5),
+    "gr reference epoch 0": lambda impl: _at_epoch(GeneralizedRobustLoss(COUNTS, implementation=impl), 0, 10),
+    "gr reference epoch 7": lambda impl: _at_epoch(GeneralizedRobustLoss(COUNTS, implementation=impl), 7, 10),
+    "gr linear q=.5,.3 exact": lambda impl: _at_epoch(
+        GeneralizedRobustLoss(COUNTS, q2=0.5, q3=0.3, log_eps=0.0, schedule="linear", implementation=impl), 4, 9),
+    "gr k̂ with gradient q=1,1 labels": lambda impl: _at_epoch(
+        GeneralizedRobustLoss(COUNTS, q2=1.0, detach_k=False, reduction="labels", implementation=impl), 6, 10),
+    "gr k̂ with gradient q3=.5": lambda impl: _at_epoch(
+        GeneralizedRobustLoss(COUNTS, q3=0.5, detach_k=False, **GR_FIXED, implementation=impl), 0, 1),
+}
+
+
+def _at_epoch(loss, epoch: int, max_epochs: int):
+    loss.set_epoch(epoch, max_epochs)
+    return loss
+
+
+@pytest.mark.parametrize("case", FUSED_CASES)
+@pytest.mark.parametrize("scale", [3.0, 40.0])
+def test_fused_matches_autograd(case, scale):
+    """Values and gradients in float64, ordinary and saturated logits (scale 40: |z| up to ~100)."""
+    fused_loss, autograd_loss = FUSED_CASES[case]("fused"), FUSED_CASES[case]("autograd")
+    assert fused_loss.implementation == "fused" and autograd_loss.implementation == "autograd"
+    for seed in (0, 1):
+        z, y = batch(40 + seed, b=12, scale=scale)
+        assert value(fused_loss, z, y) == pytest.approx(value(autograd_loss, z, y), rel=1e-10, abs=1e-300)
+        np.testing.assert_allclose(grad(fused_loss, z, y), grad(autograd_loss, z, y), rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("soft_label", [None, 0.0, 0.2])
+@pytest.mark.parametrize("eps", [1e-5, 0.0])
+def test_fused_apl_matches_autograd(soft_label, eps):
+    z, y = apl_data(16)
+    z = z + 0.5  # the scores have moved since the labelling
+    fused_loss = _apl_with_pseudo_labels(soft_label=soft_label, log_eps=eps)
+    autograd_loss = _apl_with_pseudo_labels(soft_label=soft_label, log_eps=eps, implementation="autograd")
+    rows = torch.arange(20)
+    assert value(fused_loss, z, y, indices=rows) == pytest.approx(value(autograd_loss, z, y, indices=rows),
+                                                                  rel=1e-10)
+    np.testing.assert_allclose(grad(fused_loss, z, y, indices=rows), grad(autograd_loss, z, y, indices=rows),
+                               rtol=1e-9, atol=1e-16)
+    assert torch.equal(fused_loss.scores, autograd_loss.scores)  # the same state update
+
+
+@pytest.mark.parametrize("case", [c for c in FUSED_CASES if not c.startswith("gr")])
+def test_fused_gradcheck(case):
+    """Finite differences, float64, for the kernels with nothing detached (GR: the closed-form tests above)."""
+    loss = FUSED_CASES[case]("fused")
+    z, y = batch(50, b=6)
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (z,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_fused_apl_gradcheck():
+    loss = _apl_with_pseudo_labels()
+    z, y = apl_data(17)
+    z.requires_grad_(True)
+    rows = torch.arange(20)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y, indices=rows), (z,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("detach_k", [True, False])
+@pytest.mark.parametrize("q2,q3,eps", [(0.01, 1.0, 1e-7), (0.5, 0.3, 0.0)])
+def test_fused_gr_non_detached_part_against_finite_differences(detach_k, q2, q3, eps):
+    """Hold v (and k̂) at their values for the batch: the rest is checked against central differences."""
+    loss = _at_epoch(GeneralizedRobustLoss(COUNTS, q2=q2, q3=q3, log_eps=eps, detach_k=detach_k), 5, 10)
+    z, y = batch(51, b=4)
+    s = loss.current
+    p0 = torch.sigmoid(z)
+    v = torch.exp(-((p0 - s["mu"]) ** 2) / (2 * s["sigma"] ** 2))
+    k0 = torch.sigmoid(s["w"] * p0 + s["b"])
+
+    def frozen(t):  # the GR element form with v (and k̂) held at the batch's values
+        p = torch.sigmoid(t)
+        k = k0 if detach_k else torch.sigmoid(s["w"] * p + s["b"])
+        l2 = (1 - p**q2) / q2
+        l3 = (1 - (1 - p) ** q3) / q3
+        positive = -torch.log(p + eps)
+        return (y * positive + (1 - y) * v * (k * l2 + (1 - k) * l3)).mean()
+
+    step = 1e-6
+    expected = torch.zeros_like(z)
+    for index in np.ndindex(*z.shape):
+        e = torch.zeros_like(z)
+        e[index] = step
+        expected[index] = (frozen(z + e) - frozen(z - e)) / (2 * step)
+    np.testing.assert_allclose(grad(loss, z, y), expected.numpy(), rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["em", "hill", "splc epoch 3", "gr reference epoch 7"])
+def test_fused_value_without_gradient_and_no_double_backward(case):
+    loss = FUSED_CASES[case]("fused")
+    z, y = batch(52)
+    with torch.no_grad():
+        assert loss(z, y).item() == pytest.approx(value(loss, z.clone().requires_grad_(True), y), rel=1e-14)
+    zg = z.clone().requires_grad_(True)
+    (first,) = torch.autograd.grad(loss(zg, y), zg, create_graph=True)
+    with pytest.raises(RuntimeError):
+        first.sum().backward()
+
+
+def test_fused_float32_extremes_match_float64():
+    """±100 and moderate logits in float32: fused values and gradients against float64 autograd."""
+    g = torch.Generator().manual_seed(53)
+    z = torch.cat([torch.full((2, C), 100.0), torch.full((2, C), -100.0), torch.randn(6, C, generator=g) * 4])
+    y = torch.zeros_like(z)
+    y[torch.arange(10), torch.arange(10) % C] = 1.0
+    for case in FUSED_CASES:
+        reference = FUSED_CASES[case]("autograd")
+        expected_value = value(reference, z.double(), y.double())
+        expected_grad = grad(reference, z.double(), y.double())
+        loss = FUSED_CASES[case]("fused")
+        assert value(loss, z, y) == pytest.approx(expected_value, rel=1e-5, abs=1e-6), case
+        got = grad(loss, z, y)
+        assert np.isfinite(got).all(), case
+        np.testing.assert_allclose(got, expected_grad, rtol=1e-4, atol=1e-6 * np.abs(expected_grad).max(), err_msg=case)

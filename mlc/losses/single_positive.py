@@ -26,6 +26,12 @@ that 1 − σ(z) suffers in float32 for large z.
 
 Every loss reduces an element-wise matrix with ``reduction`` (``reduce_instances`` over row sums);
 a batch-level regulariser (EPR, ROLE) is added after the reduction, as in the reference.
+
+**implementation.** EM, EM + APL, Hill, SPLC and GR compute their value and gradient with a fused
+kernel by default (``single_positive_fused``: the closed-form gradient computed in the forward, a few
+times fewer passes over the logits than autograd through the forms below); ``implementation:
+autograd`` runs the readable forms below (double backward, debugging). Both give the same values and
+gradients up to rounding. AN/AN-LS/WAN and EPR are a handful of ops and stay on autograd.
 """
 
 from __future__ import annotations
@@ -34,12 +40,12 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mlc.errors import is_integer, is_real, require
+from mlc.losses import single_positive_fused as fused
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
-from mlc.losses.elementwise import focal_with_logits
+from mlc.losses.elementwise import focal_with_logits, log_sigmoid, softplus
 
 WAN_WEIGHT = "1/(C-1)"
 
@@ -54,7 +60,7 @@ def neg_log_sigmoid(logits: torch.Tensor, eps: float) -> torch.Tensor:
     Pass −z for −log(1 − p). With ε > 0 the value is bounded by −log ε (the reference's clipping).
     """
     if eps == 0.0:
-        return F.softplus(-logits)
+        return softplus(-logits)
     return -torch.log(torch.sigmoid(logits) + eps)
 
 
@@ -66,6 +72,14 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, eps: float) -
 def expected_positive_penalty(probs: torch.Tensor, expected_positives: float) -> torch.Tensor:
     """(mean over the batch of Σ_c p_ic − k)² / C²: the EPR regulariser of Cole et al."""
     return (probs.sum(dim=1).mean() - expected_positives) ** 2 / probs.shape[1] ** 2
+
+
+IMPLEMENTATIONS = ("fused", "autograd")
+
+
+def _check_implementation(implementation: str) -> str:
+    require(implementation in IMPLEMENTATIONS, "implementation", implementation, "must be fused or autograd")
+    return implementation
 
 
 def _require_indices(indices: torch.Tensor | None, batch: int) -> None:
@@ -249,16 +263,20 @@ class EntropyMaximizationLoss(SinglePositiveLoss):
 
     Args:
         alpha: α ≥ 0 (reference: VOC 0.2, COCO 0.1, NUS-WIDE 0.1, CUB 0.01).
+        implementation: ``fused`` (closed-form gradient, ``single_positive_fused.em_kernel``) or ``autograd``.
     """
 
     def __init__(self, class_counts: Sequence[float], alpha: float = 0.2, log_eps: float = 1e-5,
-                 reduction: str = "mean", **unused_stats: object):
+                 reduction: str = "mean", implementation: str = "fused", **unused_stats: object):
         super().__init__(class_counts, reduction, log_eps)
         require(is_real(alpha) and alpha >= 0, "alpha", alpha, "α must be >= 0")
         self.alpha = float(alpha)
+        self.implementation = _check_implementation(implementation)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = self.targets_like(logits, targets)
+        if self.implementation == "fused":
+            return fused.fused_loss(fused.em_kernel, logits, y, (self.alpha, self.log_eps), self.reduction)
         return self.reduce(self.entropy_maximization(logits, y), y)
 
     def entropy_maximization(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -266,7 +284,8 @@ class EntropyMaximizationLoss(SinglePositiveLoss):
         return y * self.neg_log(logits) - self.alpha * (1.0 - y) * entropy
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, log_eps={self.log_eps}, reduction={self.reduction}"
+        return (f"alpha={self.alpha}, log_eps={self.log_eps}, reduction={self.reduction}, "
+                f"implementation={self.implementation}")
 
 
 class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
@@ -292,15 +311,18 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
         warmup_epochs: epochs before the first pseudo-labelling, ≥ 1 (reference 5; NUS 4, CUB 3).
         proportion: fraction of each class's unknowns labelled by the end, in [0, 1] (reference 0.9).
         soft_label: ``None`` = the entry's score when labelled (reference), or a value in [0, 1).
+        implementation: ``fused`` (EM's kernel with the pseudo-labels mixed in) or ``autograd``.
     """
 
     needs_indices = True
-    cost_note = "keeps num_samples × C scores and pseudo-labels; sorts each class's scores once per epoch"
+    cost_note = ("every step writes the batch's B × C scores into a num_samples × C record and gathers B × C "
+                 "pseudo-label masks and values; sorts each class's scores once per epoch")
 
     def __init__(self, class_counts: Sequence[float], num_samples: int, alpha: float = 0.2, beta: float = 0.02,
                  warmup_epochs: int = 5, proportion: float = 0.9, soft_label: float | None = None,
-                 log_eps: float = 1e-5, reduction: str = "mean", **unused_stats: object):
-        super().__init__(class_counts, alpha, log_eps, reduction)
+                 log_eps: float = 1e-5, reduction: str = "mean", implementation: str = "fused",
+                 **unused_stats: object):
+        super().__init__(class_counts, alpha, log_eps, reduction, implementation)
         require(is_integer(num_samples) and num_samples >= 1, "num_samples", num_samples, "must be >= 1")
         require(is_real(beta) and beta >= 0, "beta", beta, "β must be >= 0")
         require(is_integer(warmup_epochs) and warmup_epochs >= 1, "warmup_epochs", warmup_epochs,
@@ -321,16 +343,19 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
                 indices: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.targets_like(logits, targets)
-        elementwise = self.entropy_maximization(logits, y)
         if not self.training:
-            return self.reduce(elementwise, y)
+            return super().forward(logits, targets)
+        y = self.targets_like(logits, targets)
         _require_indices(indices, len(y))
         unknown = y < 0.5
         scores = torch.sigmoid(logits).detach().to(self.scores.dtype)
         self.scores[indices] = torch.where(unknown, scores, math.inf)
         labelled = self.pseudo_mask[indices] & unknown
         soft = self.pseudo_value[indices].to(logits.dtype)
+        if self.implementation == "fused":
+            settings = (self.alpha, self.log_eps, labelled.to(logits.dtype), soft, self.beta)
+            return fused.fused_loss(fused.em_kernel, logits, y, settings, self.reduction)
+        elementwise = self.entropy_maximization(logits, y)
         pseudo = self.beta * soft_cross_entropy(logits, soft, self.log_eps)
         return self.reduce(torch.where(labelled, pseudo, elementwise), y)
 
@@ -369,23 +394,29 @@ class HillLoss(SinglePositiveLoss):
 
     Args:
         lam: λ ≥ 0 (reference 1.5); margin: m ≥ 0 (reference 1); gamma: γ ≥ 0 (reference 2).
+        implementation: ``fused`` (closed-form gradient, ``single_positive_fused.hill_kernel``) or ``autograd``.
     """
 
     def __init__(self, class_counts: Sequence[float], lam: float = 1.5, margin: float = 1.0, gamma: float = 2.0,
-                 reduction: str = "sum", **unused_stats: object):
+                 reduction: str = "sum", implementation: str = "fused", **unused_stats: object):
         super().__init__(class_counts, reduction)
         require(is_real(lam) and lam >= 0, "lam", lam, "λ must be >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
         self.lam = float(lam)
+        self.implementation = _check_implementation(implementation)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = self.targets_like(logits, targets)
+        if self.implementation == "fused":
+            settings = (self.lam, self.margin, self.gamma)
+            return fused.fused_loss(fused.hill_kernel, logits, y, settings, self.reduction)
         positive = focal_with_logits(logits - self.margin, torch.ones_like(y), self.gamma)
         p = torch.sigmoid(logits)
         return self.reduce(y * positive + (1.0 - y) * (self.lam - p) * p * p, y)
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam}, margin={self.margin}, gamma={self.gamma}, reduction={self.reduction}"
+        return (f"lam={self.lam}, margin={self.margin}, gamma={self.gamma}, reduction={self.reduction}, "
+                f"implementation={self.implementation}")
 
 
 class SPLCLoss(SinglePositiveLoss):
@@ -399,16 +430,18 @@ class SPLCLoss(SinglePositiveLoss):
     Args:
         tau: τ ∈ (0, 1) (reference 0.6); start_epoch: first epoch of the correction (reference 1);
         margin: m ≥ 0 (reference 1); gamma: γ ≥ 0 (reference 2).
+        implementation: ``fused`` (closed-form gradient, ``single_positive_fused.splc_kernel``) or ``autograd``.
     """
 
     def __init__(self, class_counts: Sequence[float], tau: float = 0.6, start_epoch: int = 1, margin: float = 1.0,
-                 gamma: float = 2.0, reduction: str = "sum", **unused_stats: object):
+                 gamma: float = 2.0, reduction: str = "sum", implementation: str = "fused", **unused_stats: object):
         super().__init__(class_counts, reduction)
         require(is_real(tau) and 0.0 < tau < 1.0, "tau", tau, "τ must be in (0, 1)")
         require(is_integer(start_epoch) and start_epoch >= 0, "start_epoch", start_epoch,
                 "must be an integer >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
         self.tau, self.start_epoch = float(tau), int(start_epoch)
+        self.implementation = _check_implementation(implementation)
         self.epoch = 0
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
@@ -416,6 +449,9 @@ class SPLCLoss(SinglePositiveLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = self.targets_like(logits, targets)
+        if self.implementation == "fused":
+            settings = (self.tau, self.margin, self.gamma, self.epoch >= self.start_epoch)
+            return fused.fused_loss(fused.splc_kernel, logits, y, settings, self.reduction)
         corrected = y
         if self.epoch >= self.start_epoch:
             corrected = torch.where(torch.sigmoid(logits.detach()) > self.tau, torch.ones_like(y), y)
@@ -423,7 +459,7 @@ class SPLCLoss(SinglePositiveLoss):
 
     def extra_repr(self) -> str:
         return (f"tau={self.tau}, start_epoch={self.start_epoch}, margin={self.margin}, gamma={self.gamma}, "
-                f"reduction={self.reduction}, epoch={self.epoch}")
+                f"reduction={self.reduction}, epoch={self.epoch}, implementation={self.implementation}")
 
 
 def _margin_and_gamma(margin: float, gamma: float) -> tuple[float, float]:
@@ -452,6 +488,7 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
     Args:
         w, b, mu, sigma: [first, last] of each schedule (reference [0, 2], [−2, −2], [0.5, 0.8], [2, 0.5]).
         q2, q3: exponents in (0, 1] (reference 0.01, 1).
+        implementation: ``fused`` (closed-form gradient, ``single_positive_fused.gr_kernel``) or ``autograd``.
     """
 
     detached_terms = "v(p) (and k̂(p) with detach_k)"
@@ -461,7 +498,7 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
                  b: Sequence[float] = (-2.0, -2.0), mu: Sequence[float] = (0.5, 0.8),
                  sigma: Sequence[float] = (2.0, 0.5), q2: float = 0.01, q3: float = 1.0, detach_k: bool = True,
                  schedule: str = "reference", log_eps: float = 1e-7, reduction: str = "mean",
-                 **unused_stats: object):
+                 implementation: str = "fused", **unused_stats: object):
         super().__init__(class_counts, reduction, log_eps)
         self.ranges = {name: _pair(name, value) for name, value in
                        (("w", w), ("b", b), ("mu", mu), ("sigma", sigma))}
@@ -472,6 +509,7 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
         require(schedule in self.SCHEDULES, "schedule", schedule, f"must be one of {', '.join(self.SCHEDULES)}")
         self.q2, self.q3, self.detach_k, self.schedule = float(q2), float(q3), detach_k, schedule
         self.detached_terms = "v(p) and k̂(p)" if detach_k else "v(p)"
+        self.implementation = _check_implementation(implementation)
         self.current: dict[str, float] = {}
         self.move_to(0.0, 0.0)
 
@@ -491,18 +529,21 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         y = self.targets_like(logits, targets)
         s = self.current
+        if self.implementation == "fused":
+            settings = (s["w"], s["b"], s["mu"], s["sigma"], self.q2, self.q3, self.detach_k, self.log_eps)
+            return fused.fused_loss(fused.gr_kernel, logits, y, settings, self.reduction)
         p = torch.sigmoid(logits)
         k_hat = torch.sigmoid(s["w"] * (p.detach() if self.detach_k else p) + s["b"])
         v = torch.exp(-((p.detach() - s["mu"]) ** 2) / (2.0 * s["sigma"] ** 2))
-        towards_positive = -torch.expm1(self.q2 * F.logsigmoid(logits)) / self.q2
-        towards_negative = -torch.expm1(self.q3 * F.logsigmoid(-logits)) / self.q3
+        towards_positive = -torch.expm1(self.q2 * log_sigmoid(logits)) / self.q2
+        towards_negative = -torch.expm1(self.q3 * log_sigmoid(-logits)) / self.q3
         unknown = v * (k_hat * towards_positive + (1.0 - k_hat) * towards_negative)
         return self.reduce(y * self.neg_log(logits) + (1.0 - y) * unknown, y)
 
     def extra_repr(self) -> str:
         now = ", ".join(f"{k}={v:.4g}" for k, v in self.current.items())
         return (f"{now}, q2={self.q2}, q3={self.q3}, detach_k={self.detach_k}, schedule={self.schedule}, "
-                f"log_eps={self.log_eps}, reduction={self.reduction}")
+                f"log_eps={self.log_eps}, reduction={self.reduction}, implementation={self.implementation}")
 
 
 def _pair(name: str, value: Sequence[float]) -> tuple[float, float]:
