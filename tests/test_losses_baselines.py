@@ -502,3 +502,45 @@ def test_soft_f1_option_is_the_plain_sigmoid():
     expected = (1 - 2 * tp / (2 * tp + fn + fp + 1e-16)).mean()
     assert loss(z, y).item() == pytest.approx(expected.item(), rel=1e-12)
     np.testing.assert_allclose(loss(z, y).item(), f1_reference(z, y, apply_to="logit"), rtol=1e-12)
+
+
+# --- fused implementations (ASL) -------------------------------------------------------------------------------
+
+ASL_CONFIGS = [dict(), dict(gamma_pos=1.0, gamma_neg=2.0, clip=0.2), dict(clip=0.0), dict(gamma_neg=0.0),
+               dict(gamma_pos=0.5, gamma_neg=0.5, clip=0.1), dict(gamma_pos=2.0, gamma_neg=3.5, clip=0.0),
+               dict(gamma_neg=0.0, clip=0.0), dict(gamma_pos=1.0, gamma_neg=9.0, reduction="labels")]
+
+
+@pytest.mark.parametrize("kwargs", ASL_CONFIGS)
+@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_asl_fused_matches_autograd_values_and_gradients(kwargs, detach, seed):
+    z, y = batch(seed, b=16, c=7, scale=4.0)
+    fused = AsymmetricLoss(**kwargs, detach_focal_weight=detach)
+    readable = AsymmetricLoss(**kwargs, detach_focal_weight=detach, implementation="autograd")
+    assert fused.implementation == "fused"
+    assert fused(z, y).item() == pytest.approx(readable(z, y).item(), rel=1e-12)
+    torch.testing.assert_close(autograd(fused, z, y), autograd(readable, z, y), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs", ASL_CONFIGS)
+def test_asl_fused_passes_gradcheck_without_detached_weights(kwargs):
+    z, y = batch(3, b=6, c=4, scale=2.0)
+    loss = AsymmetricLoss(**kwargs, detach_focal_weight=False)
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (z,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kwargs", [dict(), dict(gamma_pos=0.5, gamma_neg=0.5, detach_focal_weight=False),
+                                    dict(clip=0.0, gamma_pos=1.0, detach_focal_weight=False), dict(gamma_neg=0.0)])
+def test_asl_fused_matches_autograd_at_extreme_logits(dtype, kwargs):
+    z, y = batch(4)
+    z, y = extreme(z, y, dtype), y.to(dtype)
+    fused, readable = AsymmetricLoss(**kwargs), AsymmetricLoss(**kwargs, implementation="autograd")
+    assert fused(z, y).item() == pytest.approx(readable(z, y).item(), rel=1e-6)
+    torch.testing.assert_close(autograd(fused, z, y), autograd(readable, z, y))
+
+
+def test_asl_invalid_implementation_names_the_key():
+    assert_invalid(AsymmetricLoss, dict(implementation="cuda"), "implementation")

@@ -218,12 +218,13 @@ def test_reductions(reduction, divisor):
 
 # ---------------------------------------------------------------- gradients
 @pytest.mark.parametrize("option", OPTIONS)
-def test_gradient_matches_closed_form_with_factors_held_constant(option):
+@pytest.mark.parametrize("implementation", ["fused", "autograd"])
+def test_gradient_matches_closed_form_with_factors_held_constant(option, implementation):
     """Autograd equals the closed form in which γ± and the adaptive factors are constants: they are
     detached (the paper's "gradient scaling factors"), while p inside p^γ keeps its gradient."""
     z, y = batch(7)
     z.requires_grad_(True)
-    build(**OPTIONS[option])(z, y).backward()
+    build(**OPTIONS[option], implementation=implementation)(z, y).backward()
     _, grads = reference_elements(*lists(z, y), **OPTIONS[option])
     expected = torch.tensor(grads, dtype=torch.float64) / z.numel()
     torch.testing.assert_close(z.grad, expected, rtol=1e-11, atol=1e-15)
@@ -377,3 +378,60 @@ def test_invalid_fields_name_the_key(kwargs, key):
 def test_wrong_number_of_classes_is_a_clear_error():
     with pytest.raises(ValueError, match="built for 6 classes"):
         build()(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+# ---------------------------------------------------------------- fused and autograd implementations
+FUSED_CONFIGS = list(OPTIONS.values()) + [
+    dict(lambda1_neg=2.0, lambda2_neg=3.0, lambda1_pos=1.5, lambda2_pos=0.5, kappa=0.1, bias_lambda=2.0),
+    dict(adaptive=["lambda1_neg", "lambda2_neg", "lambda1_pos", "lambda2_pos"], lambda1_pos=2.0, kappa=0.2),
+    dict(focal="fixed", lambda0=1.5, lambda1_neg=4.0, lambda2_neg=2.0, lambda1_pos=2.0, bias_lambda=2.0),
+    dict(focal="apaf", lambda0=3.0, max_ratio=1.5, adaptive=["lambda2_pos"]),
+    dict(focal="apaf", lambda0=0.0), dict(focal="fixed", lambda1_neg=1.0, lambda2_neg=1.0, kappa=0.0),
+]
+
+
+@pytest.mark.parametrize("kwargs", FUSED_CONFIGS)
+@pytest.mark.parametrize("reduction", ["mean", "labels", "sum"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_matches_autograd_values_and_gradients(kwargs, reduction, seed):
+    z, y = batch(seed, b=16, scale=3.0)
+    values, grads = [], []
+    for implementation in ("fused", "autograd"):
+        x = z.clone().requires_grad_(True)
+        out = build(**kwargs, reduction=reduction, implementation=implementation)(x, y)
+        out.backward()
+        values.append(out.item())
+        grads.append(x.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("kwargs", [OPTIONS["pr"], FUSED_CONFIGS[4], FUSED_CONFIGS[6], FUSED_CONFIGS[9]])
+def test_fused_gradcheck_without_adaptive_terms(kwargs):
+    z, y = batch(8, b=6, scale=2.0)
+    loss = build(**kwargs)
+    assert loss.implementation == "fused" and not loss.detached_terms
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (z,), eps=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_matches_autograd_at_extreme_logits(option, dtype):
+    z, y = batch(12)
+    z = torch.where(torch.rand(z.shape, generator=torch.Generator().manual_seed(1)) < 0.5, 100.0, -100.0).to(dtype)
+    values, grads = [], []
+    for implementation in ("fused", "autograd"):
+        x = z.clone().requires_grad_(True)
+        out = build(**OPTIONS[option], implementation=implementation)(x, y.to(dtype))
+        out.backward()
+        values.append(out.item())
+        grads.append(x.grad)
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_invalid_implementation_names_the_key():
+    with pytest.raises(ConfigError) as err:
+        build(implementation="cuda")
+    assert err.value.key == "implementation"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mlc.errors import is_real, require
@@ -53,7 +54,9 @@ class LDAMLoss(MultiLabelLoss):
         seen = counts > 0
         margins = torch.full_like(counts, self.max_m)
         if seen.any():
-            margins[seen] = self.max_m * (counts[seen].min() / counts[seen]) ** 0.25
+            # numpy, not tensor ** 0.25: a torch pow with a fractional exponent changes log1p's speed for the whole
+            # process (mlc/bench/losses.py)
+            margins[seen] = torch.from_numpy(self.max_m * np.power((counts[seen].min() / counts[seen]).numpy(), 0.25))
         self.register_buffer("margins", margins, persistent=False)  # float64; cast per call
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

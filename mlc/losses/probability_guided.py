@@ -46,6 +46,10 @@ from batch statistics: they are detached, as in focal-loss practice where the mo
 p keeps its gradient but the exponent is a constant (``detached_terms``). p in m and in p̄ is σ(z) of the
 raw logit — the paper's "predicted probability" — not of the shifted or scaled one.
 
+``implementation``: ``fused`` (default) computes the same values and gradients in one
+``torch.autograd.Function`` with a closed-form backward (``mlc/losses/probability_guided_fused.py``);
+``autograd`` is the readable form of ``forward``, which also supports double backward.
+
 Reduction: eq. 1 sums over the training set (an objective, not a batch rule); the paper trains with
 the DB loss's code, which averages over B·C, so ``mean`` is the default. The batch statistics p̄± are
 per process under DDP; the validation loss (one call over a split) uses that split's means.
@@ -64,6 +68,8 @@ from mlc.data.groups import GROUPS, class_groups
 from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits
+from mlc.losses.probability_guided_fused import FusedProbabilityGuidedLoss
+from mlc.losses.shared_fused import REDUCTION_CODES
 
 FACTORS = ("lambda1_neg", "lambda2_neg", "lambda1_pos", "lambda2_pos")
 FOCAL = ("none", "fixed", "apaf")
@@ -87,13 +93,15 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         lambda0: λ0 ≥ 0, the initial (APAF) or fixed focal exponent.
         max_ratio: bound ≥ 1 on p̄⁺/p̄⁻ and its inverse (so γ± ≤ λ0·max_ratio).
         reduction: ``mean`` (÷B·C, default), ``sum``, ``instances`` (÷B) or ``labels``.
+        implementation: ``fused`` (closed-form backward, ``probability_guided_fused``) or ``autograd``.
     """
 
     def __init__(self, class_counts: Sequence[float], num_samples: float,
                  lambda1_neg: object = 5.0, lambda2_neg: object = 5.0, lambda1_pos: object = 1.0,
                  lambda2_pos: object = 1.0, kappa: float = 0.05, bias_lambda: float = 5.0,
                  adaptive: Sequence[str] = (), focal: str = "none", lambda0: float = 2.0,
-                 max_ratio: float = 100.0, reduction: str = "mean", **unused_stats: object):
+                 max_ratio: float = 100.0, reduction: str = "mean", implementation: str = "fused",
+                 **unused_stats: object):
         super().__init__()
         counts = np.asarray(class_counts, dtype=np.float64)
         require(counts.ndim == 1 and counts.size > 0 and bool(np.all(np.isfinite(counts) & (counts >= 0))),
@@ -108,6 +116,7 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         require(is_real(lambda0) and lambda0 >= 0, "lambda0", lambda0, "λ0 must be >= 0")
         require(is_real(max_ratio) and max_ratio >= 1, "max_ratio", max_ratio, "must be >= 1")
         check_reduction(reduction)
+        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
         groups = class_groups(counts.tolist())
         specs = dict(zip(FACTORS, (lambda1_neg, lambda2_neg, lambda1_pos, lambda2_pos), strict=True))
         factors = [resolve_factor(name, spec, groups) for name, spec in specs.items()]
@@ -116,6 +125,10 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         self.kappa, self.bias_lambda, self.focal = float(kappa), float(bias_lambda), focal
         self.adaptive = [str(name) for name in adaptive]
         self.lambda0, self.max_ratio, self.reduction = float(lambda0), float(max_ratio), reduction
+        self.implementation = implementation
+        # Which of λ1 (the logit scale) and λ2 (the divisor) are 1 for every class and label (fused path skips them).
+        self._unit = [all(v == 1.0 for v in factors[i] + factors[i + 2]) and not {FACTORS[i], FACTORS[i + 2]}
+                      & set(self.adaptive) for i in (0, 1)]
         detached = (["APAF exponents γ±"] if focal == "apaf" else []) + [f"APR {n}" for n in self.adaptive]
         self.detached_terms = ", ".join(detached)  # batch-statistic factors, see the module docstring
         # Derived from the statistics, float64, cast to the logits' dtype per call.
@@ -125,6 +138,15 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
             persistent=False)
         self.register_buffer("bias", torch.from_numpy(ntr_bias(counts, float(num_samples), self.kappa,
                                                                self.bias_lambda)), persistent=False)
+        # The fused path's per-class constants, rows (negative, positive label) of λ1, 1/λ2 and γ, and the power of
+        # p̄⁺/p̄⁻ that scales each (APR, APAF): all of them in a handful of small ops per call.
+        gammas = [[self.lambda0] * counts.size] * 2 if focal != "none" else []
+        self.register_buffer("fused_constants", torch.tensor(
+            [factors[0], factors[2], [1.0 / v for v in factors[1]], [1.0 / v for v in factors[3]]] + gammas,
+            dtype=torch.float64), persistent=False)
+        sign = [_ADAPTIVE_SIGN[n] if n in self.adaptive else 0.0 for n in FACTORS]  # λ1⁻ λ2⁻ λ1⁺ λ2⁺
+        powers = [sign[0], sign[2], -sign[1], -sign[3]] + ([-1.0, 1.0] if focal == "apaf" else [0.0] * len(gammas))
+        self.register_buffer("fused_powers", torch.tensor(powers, dtype=torch.float64).unsqueeze(1), persistent=False)
         group_index = torch.tensor([GROUPS.index(g) for g in groups])
         self.register_buffer("group_members", group_index == torch.arange(len(GROUPS)).unsqueeze(1),
                              persistent=False)
@@ -135,6 +157,8 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         y = targets.to(logits.dtype)
         needs_ratio = self.focal == "apaf" or bool(self.adaptive)
         log_ratio = self.log_ratio(logits, y) if needs_ratio else None
+        if self.implementation == "fused":
+            return self._fused(logits, y, log_ratio)
         lambda1_neg, lambda2_neg, lambda1_pos, lambda2_pos = self.pr_factors(log_ratio, logits.dtype)
         scale = y * lambda1_pos + (1.0 - y) * lambda1_neg
         # softplus(s·λ1·z') = BCE(λ1·z', y) for binary y, s = 1 − 2y.
@@ -146,6 +170,21 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
             # σ(s·z)^γ through exp(γ·logsigmoid): finite value and gradient for any γ >= 0 and logit.
             loss = torch.exp(gamma * F.logsigmoid((1.0 - 2.0 * y) * logits)) * loss
         return reduce_instances(loss.sum(dim=1), y, y.sum(dim=1) > 0, self.reduction)
+
+    def _fused(self, logits: torch.Tensor, y: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
+        """The same loss through ``FusedProbabilityGuidedLoss``: per-class constants, None where trivial."""
+        dtype = logits.dtype
+        constants = self.fused_constants.to(dtype)  # rows λ1⁻ λ1⁺ 1/λ2⁻ 1/λ2⁺ [γ⁻ γ⁺], × (p̄⁺/p̄⁻)^power
+        if log_ratio is not None:
+            constants = constants * torch.exp(self.fused_powers.to(dtype) * log_ratio)
+        negative, difference = constants[0::2], constants[1::2] - constants[0::2]
+        pairs = [(negative[k], difference[k]) for k in range(len(negative))] + [(None, None)]
+        scale = (None, None) if self._unit[0] else pairs[0]
+        weight = (None, None) if self._unit[1] else pairs[1]
+        gamma = pairs[2] if self.focal != "none" else (None, None)
+        bias = self.bias.to(dtype) if self.kappa != 0 else None  # b = −0 for κ = 0: z + b = z
+        return FusedProbabilityGuidedLoss.apply(logits, y, bias, *scale, *weight, *gamma,
+                                                REDUCTION_CODES[self.reduction])
 
     def pr_factors(self, log_ratio: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """λ1⁻, λ2⁻, λ1⁺, λ2⁺ per class (4, C); adaptive ones scaled by (p̄⁺/p̄⁻)^{±1} (APR)."""
@@ -168,30 +207,33 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         ratio is 1 only if both underflow (float32: every logit of the class below about −87).
         """
         p = torch.sigmoid(logits.detach())
-        positive = (y.detach() > 0.5).to(p.dtype)
-        mean_pos, known_pos = self._group_filled_mean(p, positive)
-        mean_neg, known_neg = self._group_filled_mean(p, 1.0 - positive)
+        positive = torch.gt(y.detach(), 0.5, out=torch.empty_like(p))  # 1.0 / 0.0 (a bool mask is slow here)
+        count_pos = positive.sum(dim=0)
+        sum_pos = positive.mul_(p).sum(dim=0)                          # Σ p over positive labels ...
+        sum_neg = p.sub_(positive).sum(dim=0)                          # ... and the rest: p − p·[y > ½], exact
+        count = torch.stack((count_pos, y.shape[0] - count_pos))
+        mean, known = self._group_filled_mean(torch.stack((sum_pos, sum_neg)), count)  # p̄⁺, p̄⁻: (2, C)
         tiny = torch.finfo(p.dtype).tiny
-        ratio = mean_pos.clamp_min(tiny).log() - mean_neg.clamp_min(tiny).log()
+        log_mean = mean.clamp_min(tiny).log()
         bound = math.log(self.max_ratio)
-        return torch.where(known_pos & known_neg, ratio, 0.0).clamp(-bound, bound)
+        return torch.where(known[0] & known[1], log_mean[0] - log_mean[1], 0.0).clamp(-bound, bound)
 
-    def _group_filled_mean(self, p: torch.Tensor, labels: torch.Tensor) -> tuple:
-        """Per-class mean of p over the labels marked 1 in ``labels`` (eq. 6); a class with no such label
-        takes the mean of its group's classes that have one (eq. 7). Returns (mean, known) per class."""
-        count = labels.sum(dim=0)
+    def _group_filled_mean(self, total: torch.Tensor, count: torch.Tensor) -> tuple:
+        """Per-class means total / count (eq. 6) of the label sets in the rows of ``total`` and ``count`` (K, C);
+        a class with no label of a set takes the mean of its group's classes that have one (eq. 7). Returns
+        (mean, known), both (K, C). (Two (B, C) passes fewer than one mean per set: see ``log_ratio``.)"""
         known = count > 0
-        mean = (p * labels).sum(dim=0) / count.clamp_min(1)
-        members = (self.group_members & known).to(p.dtype)  # (groups, C): classes of each group with a mean
-        group_count = members.sum(dim=1)
-        group_mean = members @ mean / group_count.clamp_min(1)
-        filled = torch.where(known, mean, group_mean[self.group_index])
-        return filled, known | (group_count > 0)[self.group_index]
+        mean = total / count.clamp_min(1)
+        members = (self.group_members & known.unsqueeze(1)).to(total.dtype)  # (K, groups, C): classes with a mean
+        group_count = members.sum(dim=2)
+        group_mean = (members @ mean.unsqueeze(2)).squeeze(2) / group_count.clamp_min(1)
+        filled = torch.where(known, mean, group_mean[:, self.group_index])
+        return filled, known | (group_count > 0)[:, self.group_index]
 
     def extra_repr(self) -> str:
         return (f"kappa={self.kappa}, bias_lambda={self.bias_lambda}, adaptive={self.adaptive}, "
                 f"focal={self.focal}, lambda0={self.lambda0}, max_ratio={self.max_ratio}, "
-                f"reduction={self.reduction}")
+                f"reduction={self.reduction}, implementation={self.implementation}")
 
 
 def resolve_factor(name: str, spec: object, groups: Sequence[str]) -> list[float]:

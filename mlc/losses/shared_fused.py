@@ -1,0 +1,40 @@
+"""Small pieces shared by the fused (closed-form backward) baseline losses: ``asl_fused``, ``probability_guided_fused``.
+
+Why these exist: PyTorch's ``softplus``/``logsigmoid`` go through ``log1p`` (slow here, see
+``mlc/losses/elementwise.py``), and a large ``tensor ** float`` switches the whole process into a state
+where ``log1p`` is fast, which distorts the loss benchmark (``mlc/bench/losses.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+REDUCTION_CODES = {"labels": 0, "instances": 1, "mean": 2, "sum": 3}
+
+
+def softplus_pair(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softplus(z), softplus(−z)) sharing one log(1 + e^−|z|) (``exp``/``log``, no ``log1p``), no autograd."""
+    shared = z.abs().neg_().exp_().add_(1.0).log_()
+    return shared + z.clamp(min=0.0), shared.sub_(z.clamp(max=0.0))
+
+
+def power(x: torch.Tensor, exponent: float) -> torch.Tensor:
+    """x^γ for x >= 0, γ > 0, out of place (autograd-safe): repeated multiplication for an integer γ <= 8, else
+    exp(γ·log x) (0 at x = 0). Never ``x ** γ``: see the module docstring."""
+    if exponent != int(exponent) or exponent > 8:
+        return torch.exp(exponent * torch.log(x))
+    n, result, base = int(exponent), None, x
+    while True:
+        if n & 1:
+            result = base if result is None else result * base
+        n >>= 1
+        if not n:
+            return result
+        base = base * base
+
+
+def denominator(y: torch.Tensor, reduction: int):
+    """The divisor of ``reduce_instances`` for the sum of all element losses."""
+    if reduction == 0:
+        return y.sum() + (~(y.sum(dim=1) > 0)).sum()
+    return (y.shape[0], y.numel(), 1)[reduction - 1]
