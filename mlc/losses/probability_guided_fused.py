@@ -11,7 +11,7 @@ a = λ1⁻ + y·(λ1⁺ − λ1⁻), w = 1/λ2⁻ + y·(1/λ2⁺ − 1/λ2⁻), 
 (the readable form's ``bce_with_logits(scale·z', y)`` and ``exp(γ·logsigmoid((1 − 2y)·z))``; m = 1 without
 focal modulation). The factors and exponents are constants here: they come from the training counts or
 from detached batch statistics (``detached_terms``), so the closed form holds them fixed exactly as
-autograd does. softplus is ``elementwise.softplus_value`` (``exp`` and ``log``, no ``log1p``).
+autograd does. softplus is ``elementwise.softplus_value`` (``sigmoid`` and ``log``, no ``log1p``).
 
 Double backward is not supported (use ``implementation: autograd`` for that).
 ``tests/test_losses_probability_guided.py`` checks this against the autograd form, the scalar reference

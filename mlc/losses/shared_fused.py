@@ -13,9 +13,10 @@ REDUCTION_CODES = {"labels": 0, "instances": 1, "mean": 2, "sum": 3}
 
 
 def softplus_pair(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(softplus(z), softplus(−z)) sharing one log(1 + e^−|z|) (``exp``/``log``, no ``log1p``), no autograd."""
-    shared = z.abs().neg_().exp_().add_(1.0).log_()
-    return shared + z.clamp(min=0.0), shared.sub_(z.clamp(max=0.0))
+    """(softplus(z), softplus(−z)) sharing one log σ(|z|) = −log(1 + e^−|z|) (``sigmoid``/``log``, no ``log1p``;
+    as ``elementwise.softplus_value``), no autograd."""
+    log_sig_abs = z.abs().sigmoid_().log_()
+    return torch.sub(z.relu(), log_sig_abs), torch.sub(z.neg().relu_(), log_sig_abs)
 
 
 def power(x: torch.Tensor, exponent: float) -> torch.Tensor:
