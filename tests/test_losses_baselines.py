@@ -254,11 +254,49 @@ def test_db_extreme_logits_match_the_reference(dtype, base):
     assert loss(z, y.to(dtype)).item() == pytest.approx(db_reference(z.double(), y, COUNTS, N, base), rel=1e-5)
 
 
+@pytest.mark.parametrize("params", [DB_COCO, DB_VOC, dict(a=0.3, b=4.0, mu=0.5, kappa=0.0, lam=1.0),
+                                    dict(gamma=0.0, balance=1.5), dict(gamma=0.5, lam=3.0), dict(b=0.0)])
+@pytest.mark.parametrize("base", ["bce", "focal"])
+@pytest.mark.parametrize("reduction", ["mean", "labels", "instances", "sum"])
+def test_db_fused_matches_autograd_values_and_gradients(params, base, reduction):
+    z, y = batch(11, b=16, c=5, scale=3.0)
+    results = []
+    for implementation in ("fused", "autograd"):
+        loss = DistributionBalancedLoss(COUNTS, N, base=base, reduction=reduction, implementation=implementation,
+                                        **params)
+        x = z.clone().requires_grad_(True)
+        out = loss(x, y)
+        out.backward()
+        results.append((out.item(), x.grad))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("base", ["bce", "focal"])
+def test_db_fused_gradcheck(base):
+    z, y = batch(9, b=6, c=5, scale=2.0)
+    loss = DistributionBalancedLoss(COUNTS, N, base=base, gamma=1.5, **DB_VOC)
+    assert loss.implementation == "fused"
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (z,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("base", ["bce", "focal"])
+def test_db_fused_matches_autograd_at_extreme_logits(dtype, base):
+    z, y = batch(8)
+    z = extreme(z, y, dtype)
+    fused, readable = (DistributionBalancedLoss(COUNTS, N, base=base, implementation=i) for i in ("fused", "autograd"))
+    assert fused(z, y.to(dtype)).item() == pytest.approx(readable(z, y.to(dtype)).item(), rel=1e-6)
+    torch.testing.assert_close(autograd(fused, z, y.to(dtype)), autograd(readable, z, y.to(dtype)))
+
+
 @pytest.mark.parametrize("kwargs,key", [
     (dict(base="hinge"), "base"), (dict(a=-0.1), "a"), (dict(b=-1), "b"), (dict(mu=float("nan")), "mu"),
     (dict(kappa=-0.05), "kappa"), (dict(lam=0), "lam"), (dict(gamma=-2), "gamma"), (dict(balance=0), "balance"),
     (dict(num_samples=1), "num_samples"), (dict(class_counts=[5.0, -1.0]), "class_counts"),
     (dict(class_counts=[]), "class_counts"), (dict(reduction="avg"), "reduction"),
+    (dict(implementation="cuda"), "implementation"),
 ])
 def test_db_invalid_fields_name_the_key(kwargs, key):
     assert_invalid(DistributionBalancedLoss, dict(class_counts=COUNTS, num_samples=N) | kwargs, key)

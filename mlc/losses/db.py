@@ -18,7 +18,9 @@ Two pieces on top of BCE (or focal):
   regularised, scaled logit s·z'.
 
 Reduction (reference): the mean over all B·C elements. The reference adds the bias to the caller's
-logits in place; here nothing is modified.
+logits in place; here nothing is modified. ``implementation``: ``fused`` (default, ``db_fused``: the
+same values and gradients with a closed-form backward, binary targets) or ``autograd`` (the readable
+form below; double backward).
 
 Edge cases the reference does not meet (its datasets have no negative instance and no empty class):
 - a negative instance (no class present) has no sampling frequency to correct; its weight is the
@@ -36,6 +38,8 @@ import torch
 
 from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
+from mlc.losses.db_fused import FusedDistributionBalancedLoss
+from mlc.losses.shared_fused import REDUCTION_CODES
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
 
 log = logging.getLogger(__name__)
@@ -54,11 +58,13 @@ class DistributionBalancedLoss(MultiLabelLoss):
         gamma: γ ≥ 0, focal exponent (focal base only; reference 2).
         balance: the focal term's constant factor (focal base only; reference 2).
         reduction: ``mean`` (÷B·C, reference), ``sum``, ``instances`` (÷B) or ``labels``.
+        implementation: ``fused`` (closed-form backward, ``db_fused``) or ``autograd``.
     """
 
     def __init__(self, class_counts: Sequence[float], num_samples: int, base: str = "focal", a: float = 0.1,
                  b: float = 10.0, mu: float = 0.2, kappa: float = 0.05, lam: float = 2.0, gamma: float = 2.0,
-                 balance: float = 2.0, reduction: str = "mean", **unused_stats: object):
+                 balance: float = 2.0, reduction: str = "mean", implementation: str = "fused",
+                 **unused_stats: object):
         super().__init__()
         require(base in ("bce", "focal"), "base", base, "must be 'bce' or 'focal'")
         for key, value in (("a", a), ("b", b), ("kappa", kappa), ("gamma", gamma)):
@@ -68,6 +74,8 @@ class DistributionBalancedLoss(MultiLabelLoss):
         require(is_real(balance) and balance > 0, "balance", balance, "must be > 0")
         require(is_real(num_samples) and num_samples >= 2, "num_samples", num_samples, "must be >= 2")
         check_reduction(reduction)
+        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
+        self.implementation = implementation
         self.base, self.a, self.b, self.mu = base, float(a), float(b), float(mu)
         self.kappa, self.lam, self.gamma, self.balance = float(kappa), float(lam), float(gamma), float(balance)
         self.reduction = reduction
@@ -88,6 +96,12 @@ class DistributionBalancedLoss(MultiLabelLoss):
         self.check_inputs(logits, targets, self.num_classes)
         y = targets.to(logits.dtype)
         positive = y.sum(dim=1) > 0
+        if self.implementation == "fused":
+            gamma = self.gamma if self.base == "focal" else None
+            balance = self.balance if self.base == "focal" else 1.0
+            return FusedDistributionBalancedLoss.apply(logits, y, self.rebalanced_weights(y, positive),
+                                                       self.bias.to(y.dtype), self.lam, gamma, balance,
+                                                       REDUCTION_CODES[self.reduction])
         scale = y + self.lam * (1.0 - y)           # 1 for positives, λ for negatives
         scaled = (logits + self.bias.to(y.dtype)) * scale
         if self.base == "bce":
@@ -100,10 +114,11 @@ class DistributionBalancedLoss(MultiLabelLoss):
     def rebalanced_weights(self, y: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         """r̂_ik = a + σ(b·(r_ik − μ)), r_ik = (1/n_k) / Σ_{j present in i} 1/n_j; a + 1 for a negative instance."""
         inverse = self.inverse_counts.to(y.dtype)
-        repeat_rate = torch.where(positive, y @ inverse, 1.0).unsqueeze(1)
-        smoothed = self.a + torch.sigmoid(self.b * (inverse / repeat_rate - self.mu))
-        return torch.where(positive.unsqueeze(1), smoothed, self.a + 1.0)
+        slope = torch.where(positive, y @ inverse, 1.0).reciprocal_().mul_(self.b)   # b / Σ_j 1/n_j
+        smoothed = torch.outer(slope, inverse).sub_(self.b * self.mu).sigmoid_().add_(self.a)
+        return smoothed.masked_fill_(~positive.unsqueeze(1), self.a + 1.0)
 
     def extra_repr(self) -> str:
         return (f"base={self.base}, a={self.a}, b={self.b}, mu={self.mu}, kappa={self.kappa}, lam={self.lam}, "
-                f"gamma={self.gamma}, balance={self.balance}, reduction={self.reduction}")
+                f"gamma={self.gamma}, balance={self.balance}, reduction={self.reduction}, "
+                f"implementation={self.implementation}")
