@@ -39,8 +39,8 @@ import torch
 from mlc.errors import is_real, require
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.db_fused import FusedDistributionBalancedLoss
-from mlc.losses.shared_fused import REDUCTION_CODES
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
+from mlc.losses.shared_fused import REDUCTION_CODES
 
 log = logging.getLogger(__name__)
 
