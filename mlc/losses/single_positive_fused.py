@@ -27,6 +27,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from mlc.losses.elementwise import softplus_value
+from mlc.losses.shared_fused import softplus_pair
 
 Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -74,16 +75,6 @@ def log_sigmoid_value(z: torch.Tensor) -> torch.Tensor:
     return softplus_value(z.neg()).neg_()
 
 
-def softplus_pair(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(softplus(z), softplus(−z)) = (max(z, 0) + s, max(−z, 0) + s), s = log(1 + e^−|z|) computed once.
-
-    max(−z, 0) is taken as max(z, 0) − z, which is exact (either −z or 0).
-    """
-    s = z.abs().neg_().exp_().add_(1.0).log_()
-    relu = z.clamp(min=0.0)
-    return relu + s, relu.sub_(z).add_(s)
-
-
 def one_minus_exp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 − e^x, e^x) for x ≤ 0, the first accurate to a few ulp relative even for tiny |x| (= −expm1(x)).
 
@@ -95,7 +86,7 @@ def one_minus_exp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.clamp_(min=math.log(torch.finfo(x.dtype).tiny))
     e = x.exp()
     d = e.log().neg_().add_(x)
-    return torch.addcmul(torch.rsub(e, 1.0), e, d, value=-1.0), e
+    return x.copy_(e).neg_().add_(1.0).addcmul_(e, d, value=-1.0), e   # in x's storage: one (B, C) temporary fewer
 
 
 def neg_log_and_grad(p: torch.Tensor, q: torch.Tensor, pq: torch.Tensor | None, eps: float,
@@ -108,7 +99,7 @@ def neg_log_and_grad(p: torch.Tensor, q: torch.Tensor, pq: torch.Tensor | None, 
         return log_p.neg(), (q.neg() if pq is not None else None)
     shifted = p + eps
     value = shifted.log().neg_()
-    return value, (torch.div(pq, shifted).neg_() if pq is not None else None)
+    return value, (torch.div(pq, shifted, out=shifted).neg_() if pq is not None else None)
 
 
 # -- GR -------------------------------------------------------------------------------------------------
@@ -121,13 +112,13 @@ def gr_kernel(z: torch.Tensor, y: torch.Tensor, need_grad: bool, w: float, b: fl
     ∂L2/∂z = −p^q2·q and ∂L3/∂z = p·q^q3 (q = 1 − p = σ(−z)); for an exponent of 1 they are q and p.
     ∂U/∂z = v·[k̂·∂L2 + (1 − k̂)·∂L3] (+ v·(L2 − L3)·k̂(1 − k̂)·w·pq when k̂ is not detached).
     """
-    p, q = torch.sigmoid(z), torch.sigmoid(z.neg())
+    p, q = torch.sigmoid(z), z.neg().sigmoid_()
     log_p = log_q = None                                      # log σ(z), log σ(−z)
     if q3 != 1.0:
         log_q, log_p = softplus_pair(z)
         log_q, log_p = log_q.neg_(), log_p.neg_()
     elif q2 != 1.0 or eps == 0.0:
-        log_p = log_sigmoid_value(z)
+        log_p = z.clamp(max=0.0).add_(z.abs().sigmoid_().log_())  # min(z, 0) + log σ(|z|), two temporaries
     if q2 == 1.0:
         l2, pow2 = q, p
     else:
@@ -143,16 +134,18 @@ def gr_kernel(z: torch.Tensor, y: torch.Tensor, need_grad: bool, w: float, b: fl
     unknown = torch.lerp(l3, l2, k).mul_(v)
     pq = p * q if need_grad else None
     positive, d_positive = neg_log_and_grad(p, q, pq, eps, log_p)
-    total = torch.lerp(unknown, positive, y).sum()
+    total = unknown.lerp_(positive, y).sum()
     if not need_grad:
         return total, None
-    d_l2 = torch.mul(pow2, q).neg_()
-    d_l3 = pq if q3 == 1.0 else p * pow3
-    d_unknown = torch.lerp(d_l3, d_l2, k)
+    # In place where a temporary is free again: at C = 1000 every fresh (B, C) tensor costs page faults
+    # (see the loss benchmark), as much as the arithmetic.
+    d_l2 = pow2.mul_(q).neg_() if q2 != 1.0 else torch.mul(pow2, q).neg_()
+    d_l3 = pq if q3 == 1.0 else pow3.mul_(p)
+    d_unknown = torch.lerp(d_l3, d_l2, k, out=d_l2)
     if not detach_k:  # + (L2 − L3)·k̂(1 − k̂)·w·pq
         d_unknown.add_(torch.sub(l2, l3).mul_(k).mul_(1.0 - k).mul_(pq), alpha=w)
     d_unknown.mul_(v)
-    return total, torch.lerp(d_unknown, d_positive, y)
+    return total, torch.lerp(d_unknown, d_positive, y, out=d_unknown)
 
 
 # -- EM -------------------------------------------------------------------------------------------------
