@@ -33,9 +33,10 @@ from collections.abc import Sequence
 import torch
 
 from mlc.errors import is_real, require
-from mlc.losses.any_class_fused import REDUCTION_CODES, FusedAnyClassLoss
+from mlc.losses.any_class_fused import FusedAnyClassLoss
 from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
+from mlc.losses.shared_fused import REDUCTION_CODES
 from mlc.losses.weights import class_balanced_weights
 
 
@@ -84,7 +85,6 @@ class AnyClassPresenceLoss(MultiLabelLoss):
         # Last entry: the negative pseudo-class. Kept in float64; cast to the logits' dtype per call.
         self.register_buffer("class_weights", weights[:-1].clone(), persistent=False)
         self.register_buffer("negative_weight", weights[-1:].clone(), persistent=False)
-        self._cast_weights: dict = {}  # (dtype, device) -> weights_as(...); keyed by device, so .to() is safe
 
     def element_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.base == "bce":
@@ -95,7 +95,8 @@ class AnyClassPresenceLoss(MultiLabelLoss):
         self.check_inputs(logits, targets, self.num_classes)
         y = targets.to(logits.dtype)
         if self.implementation == "fused":
-            weights = self.weights_as(y) if self.balanced else (None, None)
+            weights = (self.class_weights.to(y.dtype), self.negative_weight.to(y.dtype)[0]) if self.balanced \
+                else (None, None)
             return FusedAnyClassLoss.apply(logits, y, *weights, self.lam, self.alpha, self.gamma,
                                            self.base == "focal" and self.gamma != 0, REDUCTION_CODES[self.reduction])
         positive = y.sum(dim=1) > 0
@@ -108,13 +109,6 @@ class AnyClassPresenceLoss(MultiLabelLoss):
             instance_w = torch.where(positive, y @ class_w, self.negative_weight.to(y.dtype))
             per_instance = instance_w * per_instance
         return reduce_instances(per_instance, y, positive, self.reduction)
-
-    def weights_as(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(class weights, negative weight as a 0-dim tensor) in y's dtype and device, cast once and cached."""
-        key = (y.dtype, self.class_weights.device)
-        if key not in self._cast_weights:
-            self._cast_weights[key] = (self.class_weights.to(y.dtype), self.negative_weight.to(y.dtype)[0])
-        return self._cast_weights[key]
 
     def any_class_logit(self, logits: torch.Tensor, y: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         """z_a: the v-weighted mean logit (v = 1 present / λ absent; all 1 for a negative instance)."""

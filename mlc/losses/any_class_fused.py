@@ -26,8 +26,6 @@ import torch.nn.functional as F
 
 from mlc.losses.elementwise import softplus_value
 
-REDUCTION_CODES = {"labels": 0, "instances": 1, "mean": 2, "sum": 3}
-
 
 def _row_any(z_a: torch.Tensor, y_a: torch.Tensor, gamma: float, focal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """ℓ(z_a, y_a) of the any-class logit and ∂ℓ/∂z_a, per row: (B,) tensors, so plain ops do."""

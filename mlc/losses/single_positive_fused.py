@@ -72,7 +72,7 @@ def fused_loss(kernel: Kernel, logits: torch.Tensor, y: torch.Tensor, settings: 
 
 def log_sigmoid_value(z: torch.Tensor) -> torch.Tensor:
     """log σ(z) = −softplus(−z), finite for any finite z."""
-    return softplus_value(z.neg()).neg_()
+    return z.clamp(max=0.0).add_(z.abs().sigmoid_().log_())   # min(z, 0) + log σ(|z|): two temporaries
 
 
 def one_minus_exp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +86,7 @@ def one_minus_exp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.clamp_(min=math.log(torch.finfo(x.dtype).tiny))
     e = x.exp()
     d = e.log().neg_().add_(x)
-    return x.copy_(e).neg_().add_(1.0).addcmul_(e, d, value=-1.0), e   # in x's storage: one (B, C) temporary fewer
+    return torch.neg(e, out=x).add_(1.0).addcmul_(e, d, value=-1.0), e   # in x's storage: one temporary fewer
 
 
 def neg_log_and_grad(p: torch.Tensor, q: torch.Tensor, pq: torch.Tensor | None, eps: float,
@@ -118,7 +118,7 @@ def gr_kernel(z: torch.Tensor, y: torch.Tensor, need_grad: bool, w: float, b: fl
         log_q, log_p = softplus_pair(z)
         log_q, log_p = log_q.neg_(), log_p.neg_()
     elif q2 != 1.0 or eps == 0.0:
-        log_p = z.clamp(max=0.0).add_(z.abs().sigmoid_().log_())  # min(z, 0) + log σ(|z|), two temporaries
+        log_p = log_sigmoid_value(z)
     if q2 == 1.0:
         l2, pow2 = q, p
     else:
