@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlc-installed
 UI_PORT ?= 5000
-OUTPUTS ?= outputs
+OUTPUTS ?= $(or $(MLC_OUTPUTS),outputs)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast ui bench lint clean
@@ -47,5 +47,6 @@ bench: install ## benchmarks (ratios against a baseline measured in the same run
 lint: install ## ruff
 	$(VENV)/bin/ruff check mlc hydra_plugins tests
 
-clean: ## remove run outputs (keeps .venv)
-	rm -rf $(OUTPUTS)/* && touch $(OUTPUTS)/.gitkeep
+# Standard library only, so it runs before .venv exists; CLEAN_FLAGS=--dry-run lists without removing.
+clean: ## remove what mlc wrote under OUTPUTS (runs, sweeps, caches, stores); refuses /, ~, the repo
+	$(PYTHON) -m mlc.clean "$(OUTPUTS)" $(CLEAN_FLAGS)

@@ -13,9 +13,11 @@ front (``lam`` -> ``loss.lam``) and unwraps Hydra's ``InstantiationException``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,10 +84,10 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
     probe = torch.nn.Linear(1, 1)
     try:
         optimizer = build(cfg.optimizer, "optimizer")(probe.parameters())
-    except ValueError as err:  # torch's own range checks, e.g. "Invalid learning rate: -1"
+    except (ValueError, TypeError) as err:  # torch's own checks, e.g. "Invalid learning rate: -1"
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError("optimizer", cfg.optimizer.get("_target_"), str(err)) from None
+        raise optimizer_error(cfg.optimizer, err) from None
     schedule_log = logging.getLogger("mlc.optim")  # its notes (a shortened warm-up) belong to the real build
     schedule_log.disabled, was_disabled = True, schedule_log.disabled
     try:
@@ -94,6 +96,25 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
     finally:
         schedule_log.disabled = was_disabled
     return CheckedConfig(trainer=trainer, tracking=tracking, dataset=dataset)
+
+
+# How torch's optimizers name their arguments in their errors ("Invalid learning rate: -1").
+OPTIMIZER_WORDS = (("learning rate", "lr"), ("epsilon", "eps"), ("beta", "betas"), ("weight_decay", "weight_decay"),
+                   ("nesterov", "nesterov"), ("momentum", "momentum"), ("dampening", "dampening"))
+
+
+def optimizer_error(node: DictConfig, err: Exception) -> ConfigError:
+    """A ConfigError naming the field (``optimizer.lr``) that the optimizer's own check rejected."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    fields = [k for k in node if not str(k).startswith("_")]
+    text = message.lower()
+    named = next((f for words, f in OPTIMIZER_WORDS if words in text and f in fields), None)
+    named = named or next((f for f in fields if f in text), None)
+    if named is None and isinstance(err, TypeError):  # e.g. a string where a number belongs
+        named = next((f for f in fields if isinstance(node[f], str)), None)
+    if named is None:
+        return ConfigError("optimizer", node.get("_target_"), message)
+    return ConfigError(f"optimizer.{named}", node[named], f"{node.get('_target_')} refuses it ({message})")
 
 
 def compose_config(overrides: list[str] | None = None, hydra: bool = False) -> DictConfig:
@@ -117,6 +138,94 @@ def check_command_line(argv: list[str]) -> str | None:
     Hydra reports ``loss.lamb=0.1`` or ``loss=hinge`` in several lines; this names the key in one.
     Sweep overrides (``seed=0,1,2``, ``interval(...)``) are left to Hydra and the sweepers.
     """
+    return _compose_command_line(argv)[1]
+
+
+def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
+    """What ``python -m mlc.train`` checks before Hydra writes anything: (error line or None, exit code,
+    extra overrides).
+
+    Besides typos (``check_command_line``): the outputs folder must take a write (a read-only or full
+    disk is named, not met as a traceback minutes later); an explicit ``hydra.run.dir`` must not hold
+    another run (Hydra would overwrite its ``.hydra/`` files before the task could refuse); and a
+    resumed run (``trainer.resume``) must be resumable with this config, and is then given its
+    original run directory, so that one run keeps one directory and one log (its new Hydra config
+    goes to ``.hydra/resume-<time>/``).
+    """
+    cfg, error = _compose_command_line(argv)
+    if error or cfg is None:
+        return error, 2, []
+    error = check_writable(str(OmegaConf.select(cfg, "paths.outputs")), "paths.outputs")
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if error or multirun:
+        return error, 2, []
+    resume = OmegaConf.select(cfg, "trainer.resume")
+    resume_dir = None
+    if resume:
+        from mlc.engine import checkpoint as ckpt
+
+        try:
+            state = ckpt.load(resume)
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            ckpt.check_resumable(state, OmegaConf.to_container(task, resolve=True))
+        except MlcError as err:
+            return f"error: {err}", 1, []
+        resume_dir = _run_dir_of(resume)
+    explicit = any(a.split("=", 1)[0] == "hydra.run.dir" for a in argv)
+    if explicit:
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+        if run_dir.is_dir() and any(run_dir.iterdir()) and (resume_dir is None or resume_dir != run_dir.resolve()):
+            held = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir())[:4])
+            return (f"error: hydra.run.dir={str(run_dir)!r}: refusing to overwrite another run there (it holds "
+                    f"{held}); choose a new directory, or continue that run with trainer.resume={run_dir}"), 2, []
+        return None, 0, []
+    if resume_dir is None:
+        return None, 0, []
+    from datetime import datetime
+
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    return None, 0, [f"hydra.run.dir={_quote(str(resume_dir))}", f"hydra.output_subdir=.hydra/resume-{stamp}"]
+
+
+def check_writable(folder: str, key: str) -> str | None:
+    """One line if ``folder`` cannot be created or take a small write (read-only, full, no permission)."""
+    import os
+
+    from mlc.stores import os_error_reason
+
+    path = Path(folder)
+    probe = path / f".mlc-write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 4096)  # a page: a full file system refuses it even with inodes left
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != str(probe) else ""
+        return f"error: {key}={folder!r}: cannot write there: {os_error_reason(err)}{where}"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return None
+
+
+def _run_dir_of(resume: object) -> Path | None:
+    """The run directory a ``trainer.resume`` value belongs to (``None`` if it names no checkpoint)."""
+    path = Path(str(resume))
+    if path.is_dir():
+        return path.resolve() if (path / "checkpoints").is_dir() else None
+    if path.is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent.resolve()
+    return None
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value that stays one string whatever characters a path holds."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None]:
     import re
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -124,29 +233,28 @@ def check_command_line(argv: list[str]) -> str | None:
     from omegaconf.errors import OmegaConfBaseException
 
     if any(a.split("=")[0] in HYDRA_FLAGS_THAT_CHANGE_THE_CONFIG for a in argv):
-        return None
+        return None, None
     args = [a for a in argv if not a.startswith("-")]
     try:
         plain = [o.input_line for o in OverridesParser.create().parse_overrides(args) if not o.is_sweep_override()]
-        compose_config(plain, hydra=True)
+        return compose_config(plain, hydra=True), None
     except OverrideParseException:
-        return None  # Hydra's own parser message is precise; let it speak
+        return None, None  # Hydra's own parser message is precise; let it speak
     except MissingConfigException as err:
         found = re.search(r"Could not find '([^/']+)/([^']+)'", str(err))
         if found is None:
-            return f"error: {str(err).splitlines()[0]}"
+            return None, f"error: {str(err).splitlines()[0]}"
         options = ", ".join(getattr(err, "options", None) or [])
-        return (f"error: {found.group(1)}={found.group(2)}: no such option in conf/{found.group(1)}/"
-                + (f" (available: {options})" if options else ""))
+        return None, (f"error: {found.group(1)}={found.group(2)}: no such option in conf/{found.group(1)}/"
+                      + (f" (available: {options})" if options else ""))
     except ConfigCompositionException as err:
         found = re.search(r"Could not override '([^']+)'", str(err))
         if found and "not in struct" in str(err.__cause__ or ""):
             key = found.group(1)
-            return f"error: {key}: no such key in the config (check the spelling; +{key}=<value> adds a new key)"
-        return f"error: {str(err).splitlines()[0]}"
+            return None, f"error: {key}: no such key in the config (check the spelling; +{key}=<value> adds a new key)"
+        return None, f"error: {str(err).splitlines()[0]}"
     except OmegaConfBaseException as err:
-        return f"error: {str(err).splitlines()[0]}"
-    return None
+        return None, f"error: {str(err).splitlines()[0]}"
 
 
 def report_and_exit(err: MlcError, code: int) -> None:

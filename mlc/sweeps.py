@@ -1,10 +1,16 @@
-"""Summaries of Optuna studies: what a sweep found, as a table, JSON and a plot.
+"""Summaries of Optuna studies: what a sweep found, as a table, JSON and a plot; and stale-trial cleanup.
 
 The Optuna storage is the source of truth (not the console log), so a summary can be rebuilt at
-any time from ``outputs/optuna.db``::
+any time, and trials whose process died can be closed, from the command line::
 
-    python -m mlc.sweeps sqlite:///outputs/optuna.db                 # every study in the storage
-    python -m mlc.sweeps sqlite:///outputs/optuna.db --prefix lambda_vs_negative_ratio
+    python -m mlc.sweeps sqlite:///outputs/optuna.db                  # every study in the storage
+    python -m mlc.sweeps sqlite:///outputs/optuna.db --prefix demo    # studies whose name starts so
+    python -m mlc.sweeps sqlite:///outputs/optuna.db --fail-stale     # dead RUNNING trials -> FAIL,
+                                                                      # their MLflow runs -> KILLED
+
+A study's status: ``ok`` (it reached ``n_trials`` finished trials, or has a result and no target
+is known), ``incomplete`` (it has a result but fewer finished trials than asked), ``failed`` (no
+trial completed, or more failed than ``max_failure_rate`` allows), ``not run``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ SUMMARY_STEM = "sweep_summary"
 class StudyRef:
     name: str
     fixed: dict[str, Any] = field(default_factory=dict)  # the grid values this study held fixed
+    n_trials: int | None = None  # finished trials the sweep asks for (None: unknown, e.g. from the CLI)
 
 
 @dataclass
@@ -32,64 +40,120 @@ class StudyResult:
     best_params: dict[str, Any]
     best_value: float | None
     complete: int
-    failed: int
+    pruned: int
+    failed: int  # not counting the interrupted ones
+    interrupted: int  # stopped by Ctrl-C/SIGTERM (each continues at the next run)
+    running: int
+    stale: int  # of the running: no heartbeat within the grace period (their process died)
+    waiting: int  # queued (e.g. an interrupted trial to continue)
+    n_trials: int | None
     trials: list[tuple[dict[str, Any], float]]  # (params, value) of every complete trial
+    max_failure_rate: float = 1.0
+
+    @property
+    def status(self) -> str:
+        ran = self.complete + self.pruned + self.failed
+        if self.interrupted and self.complete + self.pruned < (self.n_trials or 0):
+            return "interrupted" if self.complete == 0 else "incomplete"
+        if self.complete == 0:
+            return "failed" if self.failed else "interrupted" if self.interrupted else "not run"
+        if self.failed / ran > self.max_failure_rate:
+            return "failed"
+        if self.n_trials is not None and self.complete + self.pruned < self.n_trials:
+            return "incomplete"
+        return "ok"
 
 
-def load_results(studies: list[StudyRef], storage: str) -> list[StudyResult]:
+@dataclass
+class Outcome:
+    """How the sweep of this process ended; read by the MLflow parent run and the CLI's exit code."""
+
+    code: int = 0  # 0 ok, 1 a study failed, 130 interrupted
+    message: str = ""
+
+
+OUTCOME = Outcome()
+
+
+def record_outcome(code: int, message: str) -> None:
+    OUTCOME.code, OUTCOME.message = code, message
+
+
+def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float = 1.0) -> list[StudyResult]:
     import optuna
+    from optuna.trial import TrialState
+
+    from mlc.studies import ATTR_INTERRUPTED, stale_trial_numbers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
     for ref in studies:
         study = optuna.load_study(study_name=ref.name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        interrupted = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(ATTR_INTERRUPTED)) for t in trials)
         best = study.best_trial if done else None
-        out.append(StudyResult(name=ref.name, fixed=ref.fixed, best_params=dict(best.params) if best else {},
-                               best_value=best.value if best else None, complete=len(done), failed=failed,
-                               trials=[(dict(t.params), float(t.value)) for t in done]))
+        out.append(StudyResult(
+            name=ref.name, fixed=ref.fixed, best_params=dict(best.params) if best else {},
+            best_value=best.value if best else None, complete=len(done), pruned=count[TrialState.PRUNED],
+            failed=count[TrialState.FAIL] - interrupted, interrupted=interrupted, running=count[TrialState.RUNNING],
+            stale=len(stale_trial_numbers(study)),
+            waiting=count[TrialState.WAITING], n_trials=ref.n_trials,
+            trials=[(dict(t.params), float(t.value)) for t in done], max_failure_rate=max_failure_rate))
     return out
 
 
 def format_table(results: list[StudyResult], monitor: str, searched: list[str]) -> str:
     fixed_keys = list(results[0].fixed) if results else []
-    header = [*fixed_keys, *(f"best {k}" for k in searched), f"best {monitor}", "trials ok/failed"]
+    header = [*fixed_keys, *(f"best {k}" for k in searched), f"best {monitor}", "finished", "failed", "running",
+              "status"]
     rows = []
     for r in results:
+        finished = f"{r.complete + r.pruned}/{r.n_trials}" if r.n_trials is not None else str(r.complete + r.pruned)
+        running = f"{r.running} ({r.stale} stale)" if r.stale else str(r.running)
+        if r.waiting:
+            running += f" +{r.waiting} queued"
         rows.append([*(_fmt(r.fixed[k]) for k in fixed_keys), *(_fmt(r.best_params.get(k)) for k in searched),
-                     _fmt(r.best_value), f"{r.complete}/{r.failed}"])
+                     _fmt(r.best_value), finished, f"{r.failed} (+{r.interrupted} interrupted)" if r.interrupted
+                     else str(r.failed), running, r.status])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
-def write_summary(studies: list[StudyRef], storage: str, sweep_dir: Path, monitor: str, direction: str,
-                  searched: list[str]) -> str:
-    """Write ``sweep_summary.{json,md,png}`` into ``sweep_dir``; return the text to print."""
-    results = load_results(studies, storage)
+def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep_dir: Path, monitor: str,
+                  direction: str, searched: list[str], tracking: bool, max_failure_rate: float = 1.0
+                  ) -> tuple[str, list[StudyResult]]:
+    """Write ``sweep_summary.{json,md,png}`` into ``sweep_dir``; return the text to print and the results."""
+    results = load_results(studies, storage, max_failure_rate)
     table = format_table(results, monitor, searched)
     (sweep_dir / f"{SUMMARY_STEM}.json").write_text(json.dumps({
-        "monitor": monitor, "direction": direction, "storage": storage, "searched": searched,
-        "studies": [{"name": r.name, "fixed": r.fixed, "best_params": r.best_params, "best_value": r.best_value,
-                     "complete": r.complete, "failed": r.failed,
+        "monitor": monitor, "direction": direction, "storage": storage_url, "searched": searched,
+        "studies": [{"name": r.name, "fixed": r.fixed, "status": r.status, "best_params": r.best_params,
+                     "best_value": r.best_value, "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
+                     "failed": r.failed, "interrupted": r.interrupted, "running": r.running, "stale": r.stale,
                      "trials": [{"params": p, "value": v} for p, v in r.trials]} for r in results]}, indent=2))
     plot = _plot(results, sweep_dir / f"{SUMMARY_STEM}.png", monitor, searched)
-    parent = (sweep_dir / "mlflow_parent_run_id")
-    mlflow_line = (f"MLflow:    `make ui` -> http://127.0.0.1:5000, parent run {parent.read_text().strip()}"
-                   if parent.exists() else "MLflow:    tracking disabled")
+    parent = sweep_dir / "mlflow_parent_run_id"
+    if parent.exists():
+        mlflow_line = f"MLflow:    `make ui` -> http://127.0.0.1:5000, parent run {parent.read_text().strip()}"
+    elif tracking:
+        mlflow_line = "MLflow:    no parent run was recorded for this sweep (see the log above)"
+    else:
+        mlflow_line = "MLflow:    tracking disabled (tracking=none)"
+    prefix = results[0].name.split("[")[0] if results else ""
     text = "\n".join([
         f"Sweep result ({direction} {monitor}; best per study):", "", table, "",
-        f"Optuna:    {storage}  ({len(results)} studies named '{results[0].name.split('[')[0]}[...]')"
-        if results else "",
+        f"Optuna:    {storage_url}  ({len(results)} {'study' if len(results) == 1 else 'studies'} "
+        f"named '{prefix}[...]')",
         mlflow_line,
         f"Sweep dir: {sweep_dir}  (trial runs 0..N, {SUMMARY_STEM}.md/.json{'/.png' if plot else ''})",
     ])
     (sweep_dir / f"{SUMMARY_STEM}.md").write_text(f"```\n{text}\n```\n")
-    return text
+    return text, results
 
 
 def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[str]) -> Path | None:
@@ -110,7 +174,7 @@ def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[s
         if r.best_value is not None and key in r.best_params:
             ax.scatter([r.best_params[key]], [r.best_value], marker="*", s=220, color=points.get_facecolor()[0],
                        edgecolors="black")
-    if all(x > 0 for r in results for p, _ in r.trials for x in [p.get(key, 1)]):
+    if all(isinstance(x, (int, float)) and x > 0 for r in results for p, _ in r.trials for x in [p.get(key, 1)]):
         ax.set_xscale("log")
     ax.set(xlabel=key, ylabel=monitor, title=f"{monitor} per trial (star: best of each study)")
     ax.legend(fontsize=8)
@@ -131,17 +195,48 @@ def _fmt(x: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     import optuna
 
-    parser = argparse.ArgumentParser(description="Summarise the Optuna studies in a storage.")
+    from mlc.errors import MlcError
+    from mlc.studies import GRACE_PERIOD_S, StaleTrials, fail_stale, open_storage
+
+    parser = argparse.ArgumentParser(description="Summarise the Optuna studies in a storage; close dead trials.")
     parser.add_argument("storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
     parser.add_argument("--prefix", default="", help="only studies whose name starts with this")
+    parser.add_argument("--fail-stale", action="store_true",
+                        help="mark RUNNING trials without a heartbeat for --grace-period s as FAIL (queued to "
+                             "continue at the next run of their sweep) and end their MLflow runs KILLED")
+    parser.add_argument("--grace-period", type=int, default=None,
+                        help=f"seconds without a heartbeat after which a trial is dead (default: the one its sweep "
+                             f"used, else {GRACE_PERIOD_S})")
     args = parser.parse_args(argv)
-    names = [s.study_name for s in optuna.get_all_study_summaries(args.storage) if s.study_name.startswith(args.prefix)]
-    if not names:
-        raise SystemExit(f"error: no study in {args.storage} starts with {args.prefix!r}")
-    results = load_results([StudyRef(n) for n in names], args.storage)
+    try:
+        base = open_storage(args.storage, key="storage", must_exist=True, heartbeat_interval=1)
+        names = [s.study_name for s in optuna.get_all_study_summaries(base) if s.study_name.startswith(args.prefix)]
+        if not names:
+            raise MlcError(f"no study in {args.storage} starts with {args.prefix!r}")
+        storages: dict[int, tuple[Any, StaleTrials]] = {}  # Optuna's grace period is a setting of the storage
+        results, closed = [], 0
+        for name in names:
+            grace = int(args.grace_period or optuna.load_study(study_name=name, storage=base).user_attrs.get(
+                "mlc.grace_period", GRACE_PERIOD_S))
+            if grace not in storages:
+                collector = StaleTrials()
+                storages[grace] = (open_storage(args.storage, key="storage", must_exist=True, heartbeat_interval=1,
+                                                grace_period=grace, on_stale=collector), collector)
+            storage, collector = storages[grace]
+            if args.fail_stale:
+                closed += len(fail_stale(optuna.load_study(study_name=name, storage=storage), collector))
+            results += load_results([StudyRef(name)], storage)
+        if args.fail_stale:
+            print(f"{closed} stale trial(s) marked FAIL (their MLflow runs KILLED, each queued to continue)")
+    except MlcError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     searched = sorted({k for r in results for k in r.best_params})
     for r in results:
-        print(f"{r.name}: best {_fmt(r.best_value)} with {r.best_params} ({r.complete} complete, {r.failed} failed)")
+        print(f"{r.name}: {r.status}, best {_fmt(r.best_value)} with {r.best_params} ({r.complete} complete, "
+              f"{r.pruned} pruned, {r.failed} failed, {r.interrupted} interrupted, {r.running} running of which "
+              f"{r.stale} stale, "
+              f"{r.waiting} queued)")
     print()
     print(format_table(results, "value", searched))
 

@@ -27,7 +27,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mlc.errors import require
+from mlc.errors import ConfigError, MlcError, require
+from mlc.stores import check_database_url, opening
 
 log = logging.getLogger("mlc.tracking")
 
@@ -35,6 +36,8 @@ PARENT_RUN_FILE = "mlflow_parent_run_id"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 SWEEP_SUMMARY_GLOB = "sweep_summary*"
+URI_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "file")
+SERVER_PROBE_TIMEOUT_S = 5  # an MLflow server that does not answer /health in this time is unreachable
 
 
 @dataclass
@@ -53,6 +56,27 @@ class TrackingSettings:
         require(self.log_checkpoint in ("best", "last", "both", "none"), "log_checkpoint", self.log_checkpoint,
                 "must be best, last, both or none")
         require(bool(self.experiment), "experiment", self.experiment, "must be a non-empty name")
+        if self.enabled:
+            check_tracking_uri(self.tracking_uri)
+
+
+def check_tracking_uri(uri: object) -> None:
+    """The URI's form (scheme, SQLite file, server host), without contacting anything: a typo fails in
+    the config check instead of after the data is built."""
+    import difflib
+    from urllib.parse import urlparse
+
+    require(isinstance(uri, str) and bool(uri.strip()), "tracking_uri", uri, "must be an MLflow tracking URI")
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in URI_SCHEMES:
+        close = difflib.get_close_matches(scheme, URI_SCHEMES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError("tracking_uri", uri, f"unknown scheme '{scheme}'{hint}: use sqlite:///<file>, "
+                                               f"http://<host>:<port> or another of {', '.join(URI_SCHEMES)}")
+    if scheme in ("sqlite", "postgresql", "mysql"):
+        check_database_url(uri, "tracking_uri")
+    elif scheme in ("http", "https"):
+        require(bool(urlparse(uri).hostname), "tracking_uri", uri, "an MLflow server URI needs a host")
 
 
 class NullTracker:
@@ -79,9 +103,21 @@ class MLflowTracker:
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
-        Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
-        _ensure_sqlite_parent(settings.tracking_uri)
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        uri = settings.tracking_uri
+        if uri.startswith(("http://", "https://")):
+            _probe_server(uri)
+        else:
+            Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
+        try:
+            with opening(uri):  # a fresh SQLite store is created (and migrated) by one process at a time
+                self.client = MlflowClient(tracking_uri=uri)
+                self.client.search_experiments(max_results=1)  # builds the store now, under the lock
+        except MlcError:
+            raise
+        except Exception as err:  # the store's own message: bad credentials, a foreign database, ...
+            text = str(err).strip()
+            reason = f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+            raise ConfigError("tracking.tracking_uri", uri, f"cannot open the MLflow store ({reason})") from None
         self.run_id: str | None = None
 
     def experiment_id(self) -> str:
@@ -105,7 +141,8 @@ class MLflowTracker:
         if resume_run_id:
             self.client.update_run(resume_run_id, status="RUNNING")
             self.run_id = resume_run_id
-            self.set_tags({"mlc.resumed": "true"} | (tags or {}))
+            moved = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}  # a continued sweep trial
+            self.set_tags({"mlc.resumed": "true"} | (tags or {}) | moved)
             return resume_run_id
         all_tags = dict(tags or {})
         if parent_run_id:
@@ -165,8 +202,13 @@ class MultirunTracking(Callback):
         if not settings.enabled:
             return
         sweep_dir = Path(config.hydra.sweep.dir)
+        try:  # without its parent run a sweep would orphan its trials: stop before the first one
+            self.tracker = MLflowTracker(settings)
+        except MlcError as err:
+            from mlc.config import report_and_exit
+
+            report_and_exit(err, 2)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.tracker = MLflowTracker(settings)
         choices = OmegaConf.to_container(config.hydra.runtime.choices)
         search = choices.get("hparams_search") or "multirun"
         run_id = self.tracker.start(
@@ -180,20 +222,30 @@ class MultirunTracking(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.tracker is None:
             return
-        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            self._attach_summary(Path(config.hydra.sweep.dir))
+        except Exception as err:  # the parent run still ends with the sweep's status below
+            log.warning("could not attach the sweep summary to MLflow parent run %s: %s", self.tracker.run_id,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+        from mlc.sweeps import OUTCOME
+
+        status = {0: "FINISHED", 130: "KILLED"}.get(OUTCOME.code, "FAILED")
+        self._end(status, OUTCOME.message or None)
+
+    def _attach_summary(self, sweep_dir: Path) -> None:
         for path in sorted(sweep_dir.glob(SWEEP_SUMMARY_GLOB)):
             self.tracker.log_artifact(path)
         summary = sweep_dir / "sweep_summary.json"
         if summary.exists():  # the best parameters and value of each study, visible in the runs table
             params, metrics = {}, {}
             for study in json.loads(summary.read_text())["studies"]:
-                label = "best/" + ",".join(f"{k}_{v}" for k, v in study["fixed"].items()) if study["fixed"] else "best"
+                # MLflow keys allow letters, digits, _ - . space : / (no comma or =)
+                label = "/".join(["best", *(f"{k}_{v}" for k, v in study["fixed"].items())])
                 params |= {f"{label}/{k}": v for k, v in study["best_params"].items()}
                 if study["best_value"] is not None:
                     metrics[f"{label}/value"] = study["best_value"]
             self.tracker.log_params(params)
             self.tracker.log_metrics(metrics)
-        self._end("FINISHED")
 
     def _end(self, status: str, error: str | None = None) -> None:
         if self.tracker is not None:
@@ -242,9 +294,22 @@ def quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _ensure_sqlite_parent(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+def _probe_server(uri: str) -> None:
+    """One GET of the server's /health with a short timeout: MLflow's own client would retry an
+    unreachable server with back-off for minutes before saying so."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_PROBE_TIMEOUT_S) as reply:
+            if reply.status == 200:
+                return
+            reason = f"/health answered HTTP {reply.status}"
+    except urllib.error.HTTPError as err:
+        reason = f"/health answered HTTP {err.code}: not an MLflow server?"
+    except (urllib.error.URLError, OSError) as err:
+        reason = str(getattr(err, "reason", err))
+    raise ConfigError("tracking.tracking_uri", uri, f"cannot reach the MLflow server ({reason})")
 
 
 def _param_value(value: Any) -> str:

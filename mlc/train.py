@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlc.config import build, check_config, report_and_exit
 from mlc.engine import checkpoint as ckpt
+from mlc.engine.checkpoint import check_resumable
 from mlc.engine.distributed import DistContext
 from mlc.engine.trainer import Trainer, TrainingInterrupted
 from mlc.errors import CheckpointError, ConfigError, MlcError, config_scope
@@ -38,9 +39,6 @@ from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 
 log = logging.getLogger("mlc")
 
-# Config keys that must match for a checkpoint to be resumed (the rest, e.g. max_epochs, may change).
-RESUME_MUST_MATCH = ("dataset", "sampler", "backbone", "loss", "optimizer", "scheduler", "seed", "trainer.batch_size",
-                     "trainer.precision")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -51,11 +49,28 @@ def main(cfg: DictConfig) -> float:
     except MlcError as err:
         if multirun:
             raise  # the sweeper records the trial as failed and goes on
-        report_and_exit(err, 130 if isinstance(err, TrainingInterrupted) else 2 if isinstance(err, ConfigError) else 1)
+        code = 130 if isinstance(err, TrainingInterrupted) else 2 if isinstance(err, ConfigError) else 1
+        if getattr(err, "before_training", False) and discard_unused_run_dir(_output_dir()):
+            print(f"error: {err}", file=sys.stderr, flush=True)  # (the run's log went with its folder)
+            sys.exit(code)
+        report_and_exit(err, code)
+
+
+class _BeforeTraining:
+    """Marks an ``MlcError`` raised inside the block as a refusal before any training (nothing to keep)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, _tb) -> bool:
+        if isinstance(err, MlcError):
+            err.before_training = True
+        return False
 
 
 def train(cfg: DictConfig) -> float:
-    checked = check_config(cfg)  # everything cheap is validated before any data or compute
+    with _BeforeTraining():
+        checked = check_config(cfg)  # everything cheap is validated before any data or compute
     dist = DistContext.from_env(checked.trainer.device)
     if not dist.is_main:
         logging.getLogger("mlc").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
@@ -66,6 +81,13 @@ def train(cfg: DictConfig) -> float:
 
 
 def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
+    with _BeforeTraining():
+        setup = _prepare(cfg, checked, dist)
+    return _fit(cfg, checked, dist, *setup)
+
+
+def _prepare(cfg: DictConfig, checked, dist: DistContext) -> tuple:
+    """Everything up to the first step: a failure here leaves nothing worth keeping."""
     settings = checked.trainer
     seed_everything(int(cfg.seed) + dist.rank)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -76,6 +98,8 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
     if resume_state is None and (run_dir / "checkpoints" / "last.pt").exists():
         raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'} already exists: refusing to overwrite "
                               f"another run's checkpoint (resume it with trainer.resume=<path>)")
+    # The store is opened (or the server reached) before any data is built: a bad URI fails in seconds.
+    tracker = make_tracker(checked.tracking) if dist.is_main else make_tracker(_disabled(checked.tracking))
 
     # Data: rank 0 first, so that a cache miss generates the data once and the others read the cache.
     if not dist.is_main:
@@ -98,7 +122,6 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
         epoch_order = make_order(targets=datasets["train"].targets, seed=int(cfg.seed))
     loss_name = _choice("loss") or type(loss_fn).__name__
 
-    tracker = make_tracker(checked.tracking) if dist.is_main else make_tracker(_disabled(checked.tracking))
     trainer = Trainer(settings, model, loss_fn,
                       optimizer_factory=lambda m: optimizer_partial(param_groups(m, weight_decay)),
                       scheduler_factory=scheduler_partial, datasets=datasets, run_dir=run_dir, dist=dist,
@@ -106,7 +129,12 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
                       class_weights=getattr(source, "class_weights", None), epoch_order=epoch_order)
     if resume_state is not None:
         trainer.restore(resume_state)
+    return trainer, tracker, resolved, stats, resume_state, loss_name
 
+
+def _fit(cfg: DictConfig, checked, dist: DistContext, trainer: Trainer, tracker, resolved, stats, resume_state,
+         loss_name) -> float:
+    settings, train_stats = checked.trainer, stats["train"]
     if dist.is_main:
         _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_name)
     log.info("%s | %s | %s | train %d (%.0f%% negative) val %d test %d | %d process(es) on %s | run dir %s",
@@ -115,8 +143,8 @@ def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
              dist.world_size, dist.device, trainer.run_dir)
     try:
         result = trainer.fit()
-    except TrainingInterrupted as err:
-        tracker.end("KILLED", str(err))
+    except (TrainingInterrupted, KeyboardInterrupt) as err:
+        tracker.end("KILLED", str(err) or type(err).__name__)
         raise
     except BaseException as err:
         tracker.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
@@ -196,15 +224,34 @@ def plot_curves(history: list[dict], path: Path, monitor: str) -> Path:
     return path
 
 
-def check_resumable(state: dict, resolved: dict) -> None:
-    """Refuse to resume a checkpoint trained with a different data/model/loss/optimiser setup."""
-    old, new = flatten(state.get("config") or {}), flatten(resolved)
-    diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
-             if any(k == p or k.startswith(p + ".") for p in RESUME_MUST_MATCH) and not k.endswith("cache_dir")
-             and old.get(k) != new.get(k)]
-    if diffs:
-        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-        raise CheckpointError(f"cannot resume {state['path']}: {diffs[0]}{more}; pass the run's original overrides")
+def discard_unused_run_dir(run_dir: Path) -> bool:
+    """Remove the folder Hydra made for a run that was refused before training: only Hydra's own files
+    (``.hydra/``, the job log) and only if that is all it holds; then empty date folders above it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not run_dir.is_dir() or not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    own = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"} - {None}
+    if not own or any(p.name not in own for p in run_dir.iterdir()):
+        return False  # something else is in there: not ours to remove
+    logging.shutdown()  # the job log is open
+    for name in own:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            import shutil
+
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    folder = run_dir
+    while folder.name != "runs" and folder != folder.parent:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            break
+        folder = folder.parent
+    return True
 
 
 def seed_everything(seed: int) -> None:
@@ -250,15 +297,23 @@ def _disabled(settings):
 
 
 if __name__ == "__main__":
-    from mlc.config import check_command_line
+    from mlc.config import check_before_hydra
+    from mlc.sweeps import OUTCOME
 
-    error = check_command_line(sys.argv[1:])  # typos in one line, before Hydra's multi-line report
+    # Typos, the outputs folder and the run directory are checked before Hydra writes anything.
+    error, code, extra = check_before_hydra(sys.argv[1:])
     if error:
         print(error, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(code)
     # Under torchrun, only rank 0 owns the run directory: the other ranks log to the console only
     # and write nothing beside it (the trainer receives rank 0's directory by broadcast).
-    if int(os.environ.get("RANK", "0")) > 0 and not any(a.startswith("hydra.run.dir") for a in sys.argv):
-        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout",
-                     f"hydra.run.dir={os.environ.get('TMPDIR', '/tmp')}/mlc-rank{os.environ['RANK']}"]
+    if int(os.environ.get("RANK", "0")) > 0:
+        if not any(a.startswith("hydra.run.dir") for a in sys.argv):
+            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout",
+                         f"hydra.run.dir={os.environ.get('TMPDIR', '/tmp')}/mlc-rank{os.environ['RANK']}"]
+    else:
+        sys.argv += extra
     main()
+    if OUTCOME.code:  # a sweep that did not fully succeed (a failed study, an interruption)
+        print(f"error: {OUTCOME.message}", file=sys.stderr, flush=True)
+        sys.exit(OUTCOME.code)

@@ -31,10 +31,10 @@ def cli_env(outputs: Path, **extra: str) -> dict[str, str]:
     return os.environ | {"MLC_OUTPUTS": str(outputs), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"} | extra
 
 
-def run_cli(args: list[str], outputs: Path, cache: Path, timeout: int = 300, module: str = "mlc.train",
+def run_cli(args: list[str], outputs: Path, cache: Path | None, timeout: int = 300, module: str = "mlc.train",
             **env: str) -> subprocess.CompletedProcess:
-    """``python -m <module> <args> paths.cache=<cache>`` with MLC_OUTPUTS=<outputs>; output captured."""
-    cmd = [sys.executable, "-m", module, *args, f"paths.cache={cache}"]
+    """``python -m <module> <args> [paths.cache=<cache>]`` with MLC_OUTPUTS=<outputs>; output captured."""
+    cmd = [sys.executable, "-m", module, *args, *([f"paths.cache={cache}"] if cache else [])]
     return subprocess.run(cmd, cwd=ROOT, env=cli_env(outputs, **env), capture_output=True, text=True,
                           timeout=timeout)
 

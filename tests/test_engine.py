@@ -13,7 +13,6 @@ from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import ShardSampler
 from mlc.errors import CheckpointError
 from mlc.optim import param_groups, step_decay, warmup_cosine
-from mlc.train import check_resumable
 
 
 @pytest.mark.parametrize("size,world", [(10, 1), (10, 3), (257, 2), (5, 4)])
@@ -112,6 +111,6 @@ def test_no_weight_decay_on_norm_and_bias():
 
 def test_resume_refuses_a_different_setup():
     state = {"path": "ckpt.pt", "config": {"loss": {"lam": 0.02}, "trainer": {"max_epochs": 3, "batch_size": 64}}}
-    check_resumable(state, {"loss": {"lam": 0.02}, "trainer": {"max_epochs": 9, "batch_size": 64}})
+    ckpt.check_resumable(state, {"loss": {"lam": 0.02}, "trainer": {"max_epochs": 9, "batch_size": 64}})
     with pytest.raises(CheckpointError, match=r"loss.lam: 0.02 in the checkpoint, 0.05 now"):
-        check_resumable(state, {"loss": {"lam": 0.05}, "trainer": {"max_epochs": 3, "batch_size": 64}})
+        ckpt.check_resumable(state, {"loss": {"lam": 0.05}, "trainer": {"max_epochs": 3, "batch_size": 64}})

@@ -1,29 +1,47 @@
-"""``StudyGridSweeper``: one Optuna study per point of a grid, each run by Hydra's Optuna sweeper.
+"""``StudyGridSweeper``: one Optuna study per point of a grid, run by an ask-and-tell loop on Hydra's launcher.
 
 The question "which λ is best for *this* negative ratio?" is one optimisation per ratio, not one
 joint search (a joint search would spend its trials on the easiest ratio). This sweeper loops over
-the grid (``study_grid: {dataset: {negative_ratio: [0.5, 0.8]}}``, nested like the config) and, for each point, runs the
-unmodified ``hydra_plugins.hydra_optuna_sweeper`` with the grid value as a fixed override and its
-own study name in the same RDB storage. Trials of all studies share one sweep directory (numbered
-on) and one MLflow parent run. At the end it writes ``sweep_summary.{md,json,png}`` to the sweep
-directory and prints the table: the best parameters and metric per grid point.
+the grid (``study_grid: {dataset: {negative_ratio: [0.5, 0.8]}}``, nested like the config) and, for
+each point, asks Optuna for trials and runs them through Hydra's configured launcher, with the grid
+value as a fixed override. Trials of all studies share one sweep directory (numbered on) and one
+MLflow parent run. At the end it writes ``sweep_summary.{md,json,png}`` and prints the table.
+
+What it guarantees (Hydra's stock Optuna sweeper does none of it):
+
+- **Re-running continues.** The default study name is stable: ``<preset>@<fingerprint>[<grid point>]``,
+  the fingerprint hashing what the trials share (``mlc.studies.fingerprint``); ``n_trials`` is the
+  number of finished trials each study should reach, so the same command run again adds only what
+  is missing (nothing, once done). A named study that was run with a different config is refused.
+- **No repeated proposals**: each trial's sampler is seeded by its trial number (``TrialSeededSampler``).
+- **Dead trials do not stay RUNNING**: heartbeats while a trial runs; at the start of each study,
+  trials whose process died are marked FAIL and their MLflow runs KILLED.
+- **Ctrl-C / SIGTERM stops the sweep**: the trial is recorded as interrupted (FAIL, with its
+  checkpoint), the summary is written, the exit code is 130, and the same command resumes — the
+  interrupted trial continues from its checkpoint.
+- **A study whose every trial fails** is reported as failed; the other studies still run; exit code 1.
 
 Before anything starts (``preflight``, run by mlc's preflight callback ahead of the MLflow parent
 run) it checks that the search space fits the config: each grid value and each bound of every
 searched parameter is validated like a command-line value (so ``interval(-0.1, 0.5)`` for λ fails at
-once, naming ``loss.lam``), and the direction must agree with ``trainer.monitor_mode``.
+once, naming ``loss.lam``), intervals must be well-formed for Optuna, the storage URL must parse,
+and the direction must agree with ``trainer.monitor_mode``.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
+import signal
 import warnings
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -34,83 +52,240 @@ log = logging.getLogger("mlc.sweep")
 
 class StudyGridSweeper(Sweeper):
     def __init__(self, study_grid: DictConfig, sampler: DictConfig, direction: str, storage: str | None,
-                 study_name: str, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 0.0,
-                 params: DictConfig | None = None, custom_search_space: str | None = None) -> None:
+                 study_name: str | None, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 1.0,
+                 params: DictConfig | None = None, heartbeat_interval: int = 10, grace_period: int = 60) -> None:
         self.study_grid = _flatten_leaves(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
         self.sampler_cfg, self.direction, self.storage = sampler, str(direction), storage
-        self.study_name, self.n_trials, self.n_jobs = study_name, int(n_trials), int(n_jobs)
-        self.max_failure_rate, self.custom_search_space = float(max_failure_rate), custom_search_space
+        self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = _flatten_leaves(OmegaConf.to_container(params, resolve=True) if params else {})
         self.config: DictConfig | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
+                                                                task_function=task_function)
 
     @classmethod
     def preflight(cls, config: DictConfig) -> None:
         """Validate the sweep against the config before anything starts (called by ``mlc.config.PreflightCheck``).
 
-        Raises ``ConfigError`` for a direction that disagrees with ``trainer.monitor_mode``, a grid key
-        that is not in the config, or any grid value or search-space bound (from ``hydra.sweeper.params``
-        or the command line) that the config would reject.
+        Raises ``ConfigError`` for a bad sweeper field, a direction that disagrees with
+        ``trainer.monitor_mode``, a grid key that is not in the config, a malformed storage URL, a
+        search space Optuna rejects (reversed bounds, log scale from 0), or any grid value or
+        search-space bound that the config would reject.
         """
         sweeper = cls(**{k: v for k, v in config.hydra.sweeper.items() if not k.startswith("_")})
         sweeper._check(config)
+        arguments = list(config.hydra.overrides.task)
         sweeper._check_values(config, [(k, v) for k, vs in sweeper.study_grid.items() for v in vs],
                               "hydra.sweeper.study_grid")
         sweeper._check_values(config, [(k, v) for k, spec in sweeper.params.items() for v in _extremes(k, spec)],
                               "hydra.sweeper.params.{key}")
-        arguments = list(config.hydra.overrides.task)
         sweeper._check_values(config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
                               "the command-line search space of {key}")
+        search_space(sweeper.params, arguments)
+
+    # -- the sweep ----------------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
-        from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
-        from mlc.sweeps import StudyRef, write_summary
+        from mlc.studies import StaleTrials, open_storage
+        from mlc.sweeps import record_outcome, write_summary
 
         assert self.config is not None
         import optuna
 
-        # The Optuna sweeper builds Optuna-2-style distributions, deprecated (not removed) in Optuna 5.
-        warnings.filterwarnings("ignore", message=r".*Distribution has been deprecated", category=FutureWarning)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # Hydra already logs each study and trial
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # mlc logs each study and trial itself
+        # Optuna warns that heartbeats are meant for Study.optimize; this loop records them itself.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        if self.storage and str(self.storage).startswith("sqlite:///"):
-            Path(str(self.storage)[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.stale = StaleTrials()
+        self.optuna_storage = open_storage(str(self.storage), heartbeat_interval=self.heartbeat_interval,
+                                           grace_period=self.grace_period, on_stale=self.stale)
+        distributions, fixed_args = search_space(self.params, arguments)
+        studies = self._plan(distributions, arguments)  # every study checked before the first trial
+        self.job_idx = _next_job_number(sweep_dir)
+        previous = _stop_on_sigterm()
+        interrupted: str | None = None
+        try:
+            for number, (ref, study) in enumerate(studies, start=1):
+                log.info("study %d/%d: %s", number, len(studies), ref.name)
+                interrupted = self._run_study(study, ref, distributions, fixed_args)
+                if interrupted:
+                    break
+        finally:
+            with suppress(ValueError):
+                signal.signal(signal.SIGTERM, previous)
+        monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="objective"))
+        tracking = bool(OmegaConf.select(self.config, "tracking.enabled", default=False))
+        table, results = write_summary([ref for ref, _ in studies], storage=self.optuna_storage,
+                                       storage_url=str(self.storage), sweep_dir=sweep_dir,
+                                       monitor=monitor, direction=self.direction, searched=list(distributions),
+                                       tracking=tracking, max_failure_rate=float(self.max_failure_rate))
+        print(table, flush=True)
+        failed = [r.name for r in results if r.status == "failed"]
+        if interrupted:
+            record_outcome(130, f"sweep {interrupted}; run the same command to continue it")
+        elif failed:
+            record_outcome(1, f"{len(failed)} of {len(results)} studies failed (no trial completed"
+                              f"{'' if self.max_failure_rate >= 1 else ' or too many failed'}): {', '.join(failed)}")
+
+    def _plan(self, distributions: dict, arguments: list[str]) -> list[tuple[Any, Any]]:
+        """(StudyRef, optuna.Study) per grid point, created or loaded; a study named explicitly but run
+        with another config is refused here, before any trial."""
+        import optuna
+
+        from mlc.errors import ConfigError
+        from mlc.studies import TrialSeededSampler, fingerprint, first_difference
+        from mlc.sweeps import StudyRef
+
         keys = list(self.study_grid)
-        points = list(itertools.product(*(self.study_grid[k] for k in keys))) or [()]
-        studies: list[StudyRef] = []
-        job_idx = 0
-        for number, values in enumerate(points, start=1):
+        task = OmegaConf.to_container(OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"]),
+                                      resolve=True)
+        spec = {k: str(v) for k, v in self.params.items()} | {
+            o.key_or_group: o.input_line.partition("=")[2] for o in _parse(arguments) if o.is_sweep_override()}
+        digest, shared = fingerprint(task, [*keys, *distributions], spec, self.direction)
+        if self.study_name:
+            base = str(self.study_name)
+        else:
+            choices = self.config.hydra.runtime.choices
+            base = f"{choices.get('experiment') or choices.get('hparams_search') or 'sweep'}@{digest}"
+        seed = self.sampler_cfg.get("seed")
+        planned = []
+        for values in itertools.product(*(self.study_grid[k] for k in keys)):
             fixed = dict(zip(keys, values, strict=True))
             label = ", ".join(f"{k}={v}" for k, v in fixed.items())
-            name = f"{self.study_name}[{label}]" if label else self.study_name
-            log.info("study %d/%d: %s (%d trials)", number, len(points), name, self.n_trials)
-            optuna_sweeper = OptunaSweeper(
-                sampler=instantiate(self.sampler_cfg), direction=self.direction, storage=self.storage,
-                study_name=name, n_trials=self.n_trials, n_jobs=self.n_jobs,
-                max_failure_rate=self.max_failure_rate, search_space=None,
-                custom_search_space=self.custom_search_space, params=OmegaConf.create(self.params))
-            optuna_sweeper.setup(hydra_context=self.hydra_context, task_function=self.task_function,
-                                 config=self.config)
-            optuna_sweeper.sweeper.job_idx = job_idx  # trials of all studies numbered on in one sweep dir
-            optuna_sweeper.sweep([*arguments, *(f"{k}={v}" for k, v in fixed.items())])
-            job_idx = optuna_sweeper.sweeper.job_idx
-            results = sweep_dir / "optimization_results.yaml"
-            if results.exists():  # the Optuna sweeper writes one file per sweep; keep each study's
-                results.replace(sweep_dir / f"optimization_results-{number}.yaml")
-            studies.append(StudyRef(name=name, fixed=fixed))
-        monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="objective"))
-        table = write_summary(studies, storage=self.storage, sweep_dir=sweep_dir, monitor=monitor,
-                              direction=self.direction, searched=list(self.params))
-        print(table, flush=True)
+            name = f"{base}[{label}]" if label else base
+            sampler = TrialSeededSampler(lambda s: instantiate(self.sampler_cfg, **({} if s is None else {"seed": s})),
+                                         seed)
+            study = optuna.create_study(study_name=name, storage=self.optuna_storage, sampler=sampler,
+                                        direction=self.direction, load_if_exists=True)
+            recorded = study.user_attrs.get("mlc.config")
+            if recorded is None:
+                study.set_user_attr("mlc.config", shared)
+                study.set_user_attr("mlc.grace_period", self.grace_period)
+            elif recorded != json_safe(shared):
+                change = first_difference(recorded, json_safe(shared))
+                raise ConfigError("hydra.sweeper.study_name", name,
+                                  f"this study was run with another config ({change}); leave study_name unset for "
+                                  f"a name derived from the config, or pick a new one")
+            planned.append((StudyRef(name=name, fixed=fixed, n_trials=self.n_trials), study))
+        return planned
+
+    def _run_study(self, study: Any, ref: Any, distributions: dict, fixed_args: list[str]) -> str | None:
+        """Run the trials ``study`` still needs; the reason if the sweep was interrupted, else None."""
+        from optuna.trial import TrialState
+
+        from mlc.studies import FINISHED, continue_unfinished, fail_stale
+
+        fail_stale(study, self.stale)
+        continue_unfinished(study)
+        counts = _counts(study)
+        budget = self.n_trials - counts["finished"] - counts["running"]
+        if budget <= 0:
+            log.info("  %d/%d trials finished%s: nothing to run", counts["finished"], self.n_trials,
+                     f", {counts['running']} running elsewhere" if counts["running"] else "")
+            return None
+        if counts["finished"] or counts["failed"]:
+            log.info("  continuing: %d/%d trials finished, %d failed before; running up to %d more",
+                     counts["finished"], self.n_trials, counts["failed"], budget)
+        while budget > 0:
+            live = _counts(study)  # other workers may be filling the same study
+            room = min(budget, int(self.n_jobs), self.n_trials - live["finished"] - live["running"])
+            if room <= 0:
+                break
+            trials = [study.ask(distributions) for _ in range(room)]
+            budget -= room
+            reason = self._run_trials(study, trials, ref, fixed_args)
+            if reason:
+                return reason
+        done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        failed = sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False))
+        log.info("  %s: %d/%d finished, %d failed", ref.name, done, self.n_trials, failed)
+        return None
+
+    def _run_trials(self, study: Any, trials: list, ref: Any, fixed_args: list[str]) -> str | None:
+        from contextlib import ExitStack
+
+        from hydra.core.utils import JobStatus
+        from optuna.trial import TrialState
+
+        from mlc.engine.trainer import TrainingInterrupted
+        from mlc.studies import (
+            ATTR_CHECKPOINT,
+            ATTR_ERROR,
+            ATTR_INTERRUPTED,
+            ATTR_JOB_NUM,
+            ATTR_PARENT_RUN,
+            ATTR_RUN_DIR,
+            ATTR_SWEEP_DIR,
+            ATTR_TRACKING_URI,
+            heartbeat,
+        )
+        from mlc.tracking import parent_run_id
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        tracking_uri = (OmegaConf.select(self.config, "tracking.tracking_uri")
+                        if OmegaConf.select(self.config, "tracking.enabled", default=False) else None)
+        overrides = []
+        for offset, trial in enumerate(trials):
+            job = [*fixed_args, *(f"{k}={v}" for k, v in ref.fixed.items()),
+                   *(f"{k}={v}" for k, v in trial.params.items())]
+            checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
+            if checkpoint:  # an interrupted or dead trial, continued from its checkpoint (in its own run dir)
+                job.append(f"trainer.resume={checkpoint}")
+            run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(self.job_idx + offset)
+            attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(self.job_idx + offset),
+                     ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_TRACKING_URI: tracking_uri,
+                     ATTR_PARENT_RUN: parent_run_id(sweep_dir)}
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            overrides.append(tuple(job))
+            log.info("  trial #%d (job %d): %s", trial.number, self.job_idx + offset,
+                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
+        pending = {t.number: t for t in trials}
+        try:
+            with ExitStack() as beats:
+                for trial in trials:
+                    beats.enter_context(heartbeat(study._storage, trial))
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            self.job_idx += len(returns)
+            interrupted = None
+            for trial, ret in zip(trials, returns, strict=True):
+                try:
+                    if ret.status != JobStatus.COMPLETED:  # the task's exception, kept by the launcher
+                        raise ret._return_value  # (``ret.return_value`` would also print a stray line)
+                    value = float(ret.return_value)
+                    if not math.isfinite(value):
+                        raise ValueError(f"the trial returned {value}")
+                except TrainingInterrupted as err:  # "interrupted (SIGINT) at epoch 2, step 6; resume with ..."
+                    interrupted = interrupted or f"{str(err).split(';')[0]} in trial #{trial.number} of {ref.name}"
+                    trial.set_user_attr(ATTR_INTERRUPTED, True)
+                    study.tell(trial, state=TrialState.FAIL)
+                except Exception as err:
+                    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    log.warning("  trial #%d failed: %s", trial.number, message)
+                    trial.set_user_attr(ATTR_ERROR, message[:1000])
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    study.tell(trial, value)
+                    log.info("  trial #%d: %s = %.4f", trial.number, self.config.trainer.monitor, value)
+                pending.pop(trial.number)
+            return interrupted
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+            for trial in pending.values():
+                trial.set_user_attr(ATTR_INTERRUPTED, True)
+                study.tell(trial, state=TrialState.FAIL)
+            self.job_idx += len(trials)
+            return f"interrupted (KeyboardInterrupt) in trial #{min(pending, default=trials[0].number)} of {ref.name}"
 
     # -- checks before any trial ------------------------------------------------------------------
 
     def _check(self, config: DictConfig) -> None:
-        from mlc.errors import ConfigError
+        from mlc.errors import ConfigError, is_integer, is_real
+        from mlc.stores import check_database_url
 
         mode = OmegaConf.select(config, "trainer.monitor_mode")
         expected = {"maximize": "max", "minimize": "min"}.get(self.direction)
@@ -128,8 +303,18 @@ class StudyGridSweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, f"'{key}' is not a config key")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, "must be a non-empty list")
-        if self.n_trials < 1:
-            raise ConfigError("hydra.sweeper.n_trials", self.n_trials, "must be >= 1")
+        for field, low in (("n_trials", 1), ("n_jobs", 1), ("heartbeat_interval", 1), ("grace_period", 1)):
+            value = getattr(self, field)
+            if not is_integer(value) or value < low:
+                raise ConfigError(f"hydra.sweeper.{field}", value, f"must be an integer >= {low}")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError("hydra.sweeper.grace_period", self.grace_period,
+                              f"must exceed heartbeat_interval={self.heartbeat_interval} (else live trials look dead)")
+        if not is_real(self.max_failure_rate) or not 0 <= self.max_failure_rate <= 1:
+            raise ConfigError("hydra.sweeper.max_failure_rate", self.max_failure_rate, "must be in [0, 1]")
+        if self.study_name is not None and (not isinstance(self.study_name, str) or not self.study_name.strip()):
+            raise ConfigError("hydra.sweeper.study_name", self.study_name, "must be a non-empty name, or null")
+        check_database_url(self.storage, "hydra.sweeper.storage")
 
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
@@ -145,6 +330,96 @@ class StudyGridSweeper(Sweeper):
                 check_config(probe)
             except ConfigError as err:
                 raise ConfigError(err.key, err.value, f"{err.reason} (a value of {source.format(key=key)})") from None
+
+
+def search_space(params: dict[str, Any], arguments: list[str]) -> tuple[dict, list[str]]:
+    """(Optuna distributions by key, the plain overrides to pass to every trial).
+
+    The search space is ``hydra.sweeper.params`` plus the sweep overrides of the command line
+    (``loss.lam='tag(log, interval(0.01, 0.2))'``, ``seed=0,1,2``), in Hydra's override grammar:
+    ``interval`` is a float (int if both ends are) range, ``tag(log, ...)`` samples it on a log scale,
+    a choice or ``range`` is categorical/stepped. A space Optuna rejects is a ``ConfigError`` naming the key.
+    """
+    from mlc.errors import ConfigError
+
+    distributions: dict[str, Any] = {}
+    fixed: list[str] = []
+    specs = [(f"{k}={v}", f"hydra.sweeper.params.{k}") for k, v in params.items()]
+    specs += [(a, None) for a in arguments]
+    for text, source in specs:
+        (override,) = _parse([text])
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            if source is None:
+                fixed.append(text)
+            else:
+                fixed.append(f"{key}={override.get_value_element_as_str()}")
+            continue
+        try:
+            distributions[key] = _distribution(override)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(source or key, text.partition("=")[2],
+                              f"not a valid Optuna search space: {str(err).splitlines()[0]}") from None
+    return distributions, fixed
+
+
+def _distribution(override: Override) -> Any:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = override.value()
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if isinstance(value, RangeSweep) and not value.shuffle:
+        step = value.step or 1
+        if any(isinstance(x, float) for x in (value.start, value.stop, step)):
+            return FloatDistribution(value.start, value.stop - step, step=step)
+        return IntDistribution(int(value.start), int(value.stop) - int(step), step=int(step))
+    choices = list(override.sweep_iterator(transformer=Transformer.encode))
+    if not choices:
+        raise ValueError("an empty choice")
+    return CategoricalDistribution(choices)
+
+
+def _parse(arguments: list[str]) -> list[Override]:
+    return OverridesParser.create().parse_overrides(arguments)
+
+
+def _counts(study: Any) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    from mlc.studies import FINISHED
+
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {"finished": sum(s in FINISHED for s in states), "running": states.count(TrialState.RUNNING),
+            "failed": states.count(TrialState.FAIL)}
+
+
+def _next_job_number(sweep_dir: Path) -> int:
+    """Trials are numbered on after those already in the sweep directory (a re-used ``hydra.sweep.dir``
+    never writes into an earlier trial's folder)."""
+    taken = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(taken, default=-1) + 1
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM between trials stops the sweep like Ctrl-C (the trainer handles it during training)."""
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        return signal.SIG_DFL
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as it reads back from Optuna's JSON user attributes (tuples become lists, ...)."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
 
 
 def _flatten_leaves(grid: dict, prefix: str = "") -> dict[str, list]:

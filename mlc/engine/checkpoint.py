@@ -5,6 +5,10 @@ grad-scaler state, the position in training (epoch and step within it), the best
 the metric history, every rank's RNG states, the resolved config and the MLflow run id. Writing
 goes to a temporary file in the same directory, fsync'ed, then ``os.replace``d over the target:
 a crash mid-write leaves the previous checkpoint intact, never a torn file.
+
+``load`` is the one way in: after the format check it vets the stored config with
+``mlc.trusted.check_stored_config`` (only mlc's own ``_target_``s, no interpolation), so whoever
+rebuilds objects from it (evaluate, resume, the best-checkpoint reload) never runs a crafted target.
 """
 
 from __future__ import annotations
@@ -18,19 +22,28 @@ import numpy as np
 import torch
 
 from mlc.errors import CheckpointError
+from mlc.trusted import check_stored_config
 
 FORMAT_VERSION = 1
+# Config keys that must match for a checkpoint to be resumed (the rest, e.g. max_epochs, may change).
+RESUME_MUST_MATCH = ("dataset", "sampler", "backbone", "loss", "optimizer", "scheduler", "seed", "trainer.batch_size",
+                     "trainer.precision")
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full or read-only disk: say so in one line; the previous file is intact
+        from mlc.stores import os_error_reason
+
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"cannot write checkpoint {path}: {os_error_reason(err)}; {kept}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -47,15 +60,32 @@ def load(path: str | Path) -> dict[str, Any]:
         path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: not a readable checkpoint (an empty file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        detail = (str(err).strip().splitlines() or ["the file ends early: truncated?"])[0][:200]
         raise CheckpointError(f"checkpoint {path}: not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]})") from None
+                              f"{detail})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path}: not an mlc checkpoint of format {FORMAT_VERSION}")
+    check_stored_config(state.get("config") or {}, f"checkpoint {path}")
     state["path"] = str(path)
     return state
+
+
+def check_resumable(state: dict, resolved: dict) -> None:
+    """Refuse to resume a checkpoint trained with a different data/model/loss/optimiser setup."""
+    from mlc.tracking import flatten
+
+    old, new = flatten(state.get("config") or {}), flatten(resolved)
+    diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+             if any(k == p or k.startswith(p + ".") for p in RESUME_MUST_MATCH) and not k.endswith("cache_dir")
+             and old.get(k) != new.get(k)]
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise CheckpointError(f"cannot resume {state['path']}: {diffs[0]}{more}; pass the run's original overrides")
 
 
 def capture_rng() -> dict[str, Any]:

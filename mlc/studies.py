@@ -1,0 +1,249 @@
+"""Optuna studies that survive restarts, kills and a second worker.
+
+What the sweeper (``hydra_plugins/mlc_sweepers/study_grid.py``) and ``python -m mlc.sweeps`` share:
+
+- ``open_storage``: the RDB storage with Optuna's **heartbeat** (a thread records each running
+  trial's heartbeat every ``heartbeat_interval`` s, in the database's own clock); a RUNNING trial
+  whose heartbeat is older than ``grace_period`` belongs to a dead process (``kill -9``, a lost
+  machine). Fresh SQLite files are created under ``mlc.stores``' lock.
+- ``fail_stale``: such trials become FAIL in Optuna and their MLflow runs (and the dead sweep's
+  parent run) KILLED, so nothing stays RUNNING forever.
+- ``TrialSeededSampler``: the proposals of trial *n* come from the configured sampler seeded with
+  ``seed + n``. Trial numbers are handed out by the storage, unique across processes, so a
+  restarted sweep or a second worker never replays the first process's proposals (the same seeded
+  TPE in each process proposes the same first point), while one uninterrupted sweep stays
+  reproducible.
+- ``fingerprint``: what a study's trials must share (the config minus where outputs go and minus the
+  searched and grid keys, plus the search space), so that re-running a sweep continues its study
+  and a changed config never mixes into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.storages._heartbeat import BaseHeartbeat  # the interface of storages with heartbeats (RDB, cached)
+from optuna.trial import FrozenTrial, TrialState
+
+from mlc.errors import ConfigError, MlcError
+from mlc.stores import SQLITE_TIMEOUT_S, check_database_url, opening, sqlite_file
+
+log = logging.getLogger("mlc.sweep")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards n_trials
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60
+# Config keys that say where a trial writes or how fast it runs, not what it computes: a re-run may
+# change them and still continue its study.
+NOT_IN_FINGERPRINT = ("paths", "tracking", "hydra", "trainer.num_workers", "trainer.device", "trainer.resume",
+                      "trainer.log_every_n_steps", "trainer.eval_batch_size")
+# Trial user attributes the sweeper sets (read back to find a dead trial's MLflow run).
+ATTR_SWEEP_DIR, ATTR_JOB_NUM = "mlc.sweep_dir", "mlc.job_num"
+ATTR_TRACKING_URI, ATTR_PARENT_RUN = "mlc.tracking_uri", "mlc.parent_run_id"
+ATTR_RUN_DIR, ATTR_ERROR, ATTR_INTERRUPTED = "mlc.run_dir", "mlc.error", "mlc.interrupted"
+# Set when a trial is queued to continue an unfinished one: the checkpoint to resume, the trial it continues.
+ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
+
+
+def open_storage(url: str, key: str = "hydra.sweeper.storage", heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
+                 grace_period: int | None = GRACE_PERIOD_S, must_exist: bool = False,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.RDBStorage:
+    """The Optuna RDB storage at ``url``, with heartbeats; one line naming ``key`` if it cannot be opened."""
+    check_database_url(url, key, must_exist=must_exist)
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite_file(url) else {}
+    try:
+        with opening(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                              grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
+    except MlcError:
+        raise
+    except Exception as err:  # SQLAlchemy's: server down, bad credentials, a file that is not a database
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ConfigError(key, url, f"cannot open the Optuna storage ({type(err).__name__}: {reason})") from None
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial | FrozenTrial) -> Iterator[None]:
+    """Record ``trial``'s heartbeat every interval while the block runs (what ``study.optimize`` does
+    for its own trials; an ask-and-tell loop has to do it itself)."""
+    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+    if not interval:
+        yield
+        return
+    trial_id = trial._trial_id  # Optuna's storage key of a trial; it has no public name
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as err:  # a busy database: the next beat will do; staleness needs many misses
+                log.debug("heartbeat of trial %d not recorded: %s", trial_id, err)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+class StaleTrials:
+    """Collects the trials that Optuna's ``fail_stale_trials`` failed (its callback), for the MLflow side."""
+
+    def __init__(self) -> None:
+        self.trials: list[FrozenTrial] = []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.trials.append(trial)
+
+
+def fail_stale(study: optuna.Study, collector: StaleTrials) -> list[FrozenTrial]:
+    """Fail ``study``'s stale trials (Optuna), end their MLflow runs KILLED; return them."""
+    collector.trials.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    stale = list(collector.trials)
+    for trial in stale:
+        log.warning("trial #%d of %s had no heartbeat within the grace period (its process died): marked FAIL",
+                    trial.number, study.study_name)
+        kill_mlflow_runs(trial, reason=f"stale Optuna trial #{trial.number} of {study.study_name}: its process died")
+        enqueue_continuation(study, trial)
+    return stale
+
+
+def continue_unfinished(study: optuna.Study) -> None:
+    """Queue a continuation of every interrupted trial that has none yet (the sweep was stopped)."""
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get(ATTR_CONTINUES) for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_INTERRUPTED) and trial.number not in continued:
+            enqueue_continuation(study, trial)
+
+
+def enqueue_continuation(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial``'s parameters again, to resume from its last checkpoint if it wrote one.
+
+    The queued trial is the next that ``study.ask`` hands out, in this process or another worker.
+    """
+    from pathlib import Path
+
+    attrs: dict[str, Any] = {ATTR_CONTINUES: trial.number}
+    run_dir = trial.user_attrs.get(ATTR_RUN_DIR)
+    last = Path(run_dir) / "checkpoints" / "last.pt" if run_dir else None
+    if last is not None and last.is_file():
+        attrs[ATTR_CHECKPOINT] = str(last)
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
+    log.info("trial #%d of %s queued to continue%s", trial.number, study.study_name,
+             f" from {attrs[ATTR_CHECKPOINT]}" if ATTR_CHECKPOINT in attrs else " (no checkpoint: from the start)")
+
+
+def stale_trial_numbers(study: optuna.Study) -> list[int]:
+    """Numbers of the RUNNING trials whose heartbeat is older than the grace period (read only)."""
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
+        return []
+    ids = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own test, without failing them
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in ids]
+
+
+def kill_mlflow_runs(trial: FrozenTrial, reason: str) -> None:
+    """End the MLflow run of a dead trial, and its dead sweep's parent run, as KILLED."""
+    uri = trial.user_attrs.get(ATTR_TRACKING_URI)
+    if not uri:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from mlc.tracking import quiet_mlflow_logs
+
+        quiet_mlflow_logs()
+        client = MlflowClient(uri)
+        where = (f"tags.`{ATTR_SWEEP_DIR}` = '{trial.user_attrs.get(ATTR_SWEEP_DIR)}' and "
+                 f"tags.`{ATTR_JOB_NUM}` = '{trial.user_attrs.get(ATTR_JOB_NUM)}' and attributes.status = 'RUNNING'")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, filter_string=where) if experiments else []
+        parent = trial.user_attrs.get(ATTR_PARENT_RUN)
+        if parent and client.get_run(parent).info.status == "RUNNING":
+            runs.append(client.get_run(parent))
+        for run in runs:
+            client.set_tag(run.info.run_id, "mlc.error", reason[:5000])
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.info("MLflow run %s (%s) ended KILLED", run.info.run_id, run.info.run_name)
+    except Exception as err:  # tracking is secondary: the Optuna side is already consistent
+        log.warning("could not end the MLflow runs of stale trial #%d: %s", trial.number,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+class TrialSeededSampler(BaseSampler):
+    """Delegates to ``make(seed + trial.number)``: reproducible per trial, never the same stream twice.
+
+    Optuna's model-based samplers (TPE, random, QMC, CMA-ES) read the study's history from the storage
+    at each trial and keep at most their seed in the object, so a fresh instance per trial proposes
+    what the long-lived one would, except for the random stream.
+    """
+
+    def __init__(self, make: Callable[[int | None], BaseSampler], seed: int | None):
+        self.make, self.seed = make, seed
+        self._cache: dict[int, BaseSampler] = {}
+
+    def _for(self, trial: FrozenTrial) -> BaseSampler:
+        if trial.number not in self._cache:
+            if len(self._cache) > 8:  # trials finish in order; keep the few that may still call back
+                self._cache.pop(min(self._cache))
+            self._cache[trial.number] = self.make(None if self.seed is None else self.seed + trial.number)
+        return self._cache[trial.number]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Nothing to reseed: each trial's seed is derived from its number."""
+
+
+def fingerprint(task_config: dict[str, Any], exclude: Sequence[str], search_space: dict[str, str],
+                direction: str) -> tuple[str, dict[str, Any]]:
+    """(short hash, flat config) of what every trial of a study shares."""
+    from mlc.tracking import flatten
+
+    def excluded(key: str) -> bool:
+        return key.endswith("cache_dir") or any(key == p or key.startswith(p + ".")
+                                                for p in (*NOT_IN_FINGERPRINT, *exclude))
+
+    flat = {k: v for k, v in flatten(task_config).items() if not excluded(k)}
+    flat |= {f"search:{k}": str(v) for k, v in sorted(search_space.items())} | {"direction": direction}
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return digest, flat
+
+
+def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return f"{key}={old.get(key, '<unset>')!r} there, {new.get(key, '<unset>')!r} now"
