@@ -95,6 +95,31 @@ class NullTracker:
     def end(self, status: str = "FINISHED", error: str | None = None) -> None: ...
 
 
+class TrackingError(MlcError):
+    """The MLflow store failed during a run (a full disk, a server gone): one line, not MLflow's traceback."""
+
+
+def _store_call(method: Any) -> Any:
+    """Report a failure of the MLflow store inside ``method`` as a one-line ``TrackingError``."""
+    import functools
+
+    @functools.wraps(method)
+    def call(self: MLflowTracker, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except MlcError:
+            raise
+        except Exception as err:
+            from mlc.stores import os_error_reason
+
+            cause = next((e for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError)), None)
+            text = os_error_reason(cause) if cause is not None else (str(err).strip().splitlines() or [""])[0][:300]
+            raise TrackingError(f"MLflow store {self.settings.tracking_uri} failed in {method.__name__} "
+                                f"({type(err).__name__}: {text})") from None
+
+    return call
+
+
 class MLflowTracker:
     """One MLflow run, addressed by id through ``MlflowClient``."""
 
@@ -136,6 +161,7 @@ class MLflowTracker:
                 raise
             return found.experiment_id
 
+    @_store_call
     def start(self, run_name: str | None = None, tags: dict[str, str] | None = None,
               parent_run_id: str | None = None, resume_run_id: str | None = None) -> str:
         if resume_run_id:
@@ -151,6 +177,7 @@ class MLflowTracker:
         self.run_id = run.info.run_id
         return self.run_id
 
+    @_store_call
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -158,6 +185,7 @@ class MLflowTracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
+    @_store_call
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
@@ -166,6 +194,7 @@ class MLflowTracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
 
+    @_store_call
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
@@ -173,12 +202,15 @@ class MLflowTracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, tags=items[i:i + 100])
 
+    @_store_call
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @_store_call
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    @_store_call
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         if self.run_id is None:
             return
@@ -290,8 +322,10 @@ def git_tags() -> dict[str, str]:
 
 def quiet_mlflow_logs() -> None:
     """MLflow's SQLite store logs every schema migration at INFO; keep the console readable."""
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store"):
+    for name in ("alembic", "mlflow.tracking.fluent", "mlflow.store"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its ERROR record repeats, with a traceback, a database exception that mlc reports itself in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def _probe_server(uri: str) -> None:

@@ -14,6 +14,7 @@ The task returns the best value of ``trainer.monitor`` so that Hydra sweepers ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -144,10 +145,12 @@ def _fit(cfg: DictConfig, checked, dist: DistContext, trainer: Trainer, tracker,
     try:
         result = trainer.fit()
     except (TrainingInterrupted, KeyboardInterrupt) as err:
-        tracker.end("KILLED", str(err) or type(err).__name__)
+        with contextlib.suppress(MlcError):  # the run's own error is the one to report
+            tracker.end("KILLED", str(err) or type(err).__name__)
         raise
     except BaseException as err:
-        tracker.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
+        with contextlib.suppress(MlcError):
+            tracker.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
         raise
     if dist.is_main:
         _finish_tracking(tracker, trainer, result, settings)
@@ -299,6 +302,8 @@ def _disabled(settings):
 if __name__ == "__main__":
     from mlc.config import check_before_hydra
     from mlc.sweeps import OUTCOME
+
+    logging.raiseExceptions = False  # a full disk under the log file must not print logging's own traceback
 
     # Typos, the outputs folder and the run directory are checked before Hydra writes anything.
     error, code, extra = check_before_hydra(sys.argv[1:])

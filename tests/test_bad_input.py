@@ -65,6 +65,9 @@ CASES = {
     "tracking-unreachable": Case(["tracking.tracking_uri=http://127.0.0.1:{port}"],
                                  "error: tracking.tracking_uri='http://127.0.0.1:{port}': cannot reach the MLflow "
                                  "server"),
+    "sweep-tracking-unreachable": Case([*SWEEP, "tracking.tracking_uri=http://127.0.0.1:{port}"],
+                                       "error: tracking.tracking_uri='http://127.0.0.1:{port}': cannot reach the "
+                                       "MLflow server"),  # no parent run: no trial runs (none would be orphaned)
     "tracking-scheme-typo": Case(["tracking.tracking_uri=sqllite:///{outputs}/mlflow.db"],
                                  "error: tracking.tracking_uri='sqllite:///{outputs}/mlflow.db': unknown scheme "
                                  "'sqllite' (did you mean sqlite?)"),
@@ -154,8 +157,8 @@ def snapshot(outputs: Path) -> dict:
     import optuna
     from mlflow.tracking import MlflowClient
 
-    files = {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(outputs.rglob("*")) if p.is_file() and not p.name.endswith(STORE_FILES)}
+    files = {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+             for p in sorted(outputs.rglob("*")) if not p.name.endswith(STORE_FILES)}  # empty folders count too
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     runs = sorted((r.info.run_id, r.info.status, r.info.end_time, r.data.params, r.data.metrics, r.data.tags)
                   for r in client.search_runs([e.experiment_id for e in client.search_experiments()]))
@@ -242,3 +245,30 @@ def test_the_full_outputs_case_really_fills_the_disk(earlier, tmp_path):
     cmd = [sys.executable, "-c", f"open({str(target / 'probe')!r}, 'wb').write(bytes(65536))"]
     code, stderr, _ = run_case(cmd, "full", target, tmp_path)
     assert code != 0 and "No space left on device" in stderr
+
+
+def test_a_disk_that_fills_during_training_keeps_the_last_good_checkpoint(tmp_path, data_cache):
+    """The outputs tmpfs is filled after epoch 1 of 3: the run stops with one line naming ENOSPC, and
+    epoch 1's checkpoint still loads (never a torn file)."""
+    if not namespaces_work():
+        pytest.skip("user and mount namespaces are not available here")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    run = subprocess.list2cmdline([sys.executable, "-m", "mlc.train", "trainer.max_epochs=3", *SMALL,
+                                   f"paths.cache={data_cache}"])
+    check = subprocess.list2cmdline([sys.executable, "-c", "import glob, sys; from mlc.engine import checkpoint; "
+                                     "s = checkpoint.load(glob.glob(sys.argv[1] + '/runs/*/*/checkpoints/last.pt')[0]);"
+                                     " print('epoch', s['epoch'])", str(outputs)])
+    script = (f'mount -t tmpfs -o size=16m tmpfs "{outputs}" && '
+              f'{{ {run} > "{tmp_path}/stdout" 2> "{tmp_path}/stderr" & }} && pid=$! && '
+              f'until grep -q "epoch 1/3" "{tmp_path}/stdout" 2>/dev/null || ! kill -0 $pid 2>/dev/null; '
+              f'do sleep 0.05; done && {{ dd if=/dev/zero of="{outputs}/.filler" bs=4k 2>/dev/null; true; }} && '
+              f'{{ wait $pid; echo $? > "{tmp_path}/rc"; }} && {check} > "{tmp_path}/check"')
+    result = subprocess.run(namespace(script), cwd=ROOT, env=cli_env(outputs), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stderr = (tmp_path / "stderr").read_text()
+    lines = stderr.strip().splitlines()
+    assert int((tmp_path / "rc").read_text()) == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert lines[0].startswith("error: ") and ("(ENOSPC)" in lines[0] or "disk is full" in lines[0]), lines[0]
+    assert (tmp_path / "check").read_text().split() == ["epoch", "1"]
