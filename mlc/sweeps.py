@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-stale", action="store_true",
                         help="mark RUNNING trials without a heartbeat for --grace-period s as FAIL (queued to "
                              "continue at the next run of their sweep) and end their MLflow runs KILLED")
+    parser.add_argument("--trials", action="store_true", help="also list every trial (state, parameters, value) "
+                                                               "as a Markdown table per study")
     parser.add_argument("--grace-period", type=int, default=None,
                         help=f"seconds without a heartbeat after which a trial is dead (default: the one its sweep "
                              f"used, else {GRACE_PERIOD_S})")
@@ -239,6 +241,20 @@ def main(argv: list[str] | None = None) -> None:
               f"{r.waiting} queued)")
     print()
     print(format_table(results, "value", searched))
+    if args.trials:
+        for name in names:
+            print(f"\n{name}\n\n{trials_table(optuna.load_study(study_name=name, storage=base))}")
+
+
+def trials_table(study: Any) -> str:
+    """Every trial of ``study`` as a Markdown table: number, state, parameters, value."""
+    trials = study.get_trials(deepcopy=False)
+    keys = sorted({k for t in trials for k in t.params})
+    lines = ["| trial | state | " + " | ".join(keys) + " | value |", "|---" * (len(keys) + 3) + "|"]
+    for t in trials:
+        cells = [str(t.number), t.state.name, *(_fmt(t.params.get(k)) for k in keys), _fmt(t.value)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

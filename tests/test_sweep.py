@@ -43,6 +43,10 @@ def test_three_trial_sweep_completes_and_is_summarised(outputs, data_cache):
     assert parent.data.metrics[f"{label}/value"] == study.best_value
     assert sorted(float(r.data.params["loss.lam"]) for r in children) == sorted(t.params["loss.lam"] for t in trials)
     assert all(r.data.params["dataset.negative_ratio"] == "0.5" for r in children)
+    # The storage alone rebuilds the answer, with every trial on request.
+    listed = run_cli([storage, "--trials"], outputs, None, module="mlc.sweeps")
+    assert listed.returncode == 0 and "t[dataset.negative_ratio=0.5]: ok, best" in listed.stdout, listed.stderr
+    assert f"| 0 | COMPLETE | {trials[0].params['loss.lam']:.4g} | {trials[0].value:.4g} |" in listed.stdout
 
 
 def test_one_study_per_negative_ratio(outputs, data_cache):
