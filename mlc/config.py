@@ -165,7 +165,7 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
         from mlc.engine import checkpoint as ckpt
 
         try:
-            state = ckpt.load(resume)
+            state = ckpt.load(resume, mmap=True)  # the config and position only; the task reads the weights
             task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             ckpt.check_resumable(state, OmegaConf.to_container(task, resolve=True))
         except MlcError as err:

@@ -41,7 +41,6 @@ from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 log = logging.getLogger("mlc")
 
 
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -57,20 +56,18 @@ def main(cfg: DictConfig) -> float:
         report_and_exit(err, code)
 
 
-class _BeforeTraining:
+@contextlib.contextmanager
+def _before_training():
     """Marks an ``MlcError`` raised inside the block as a refusal before any training (nothing to keep)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, err, _tb) -> bool:
-        if isinstance(err, MlcError):
-            err.before_training = True
-        return False
+    try:
+        yield
+    except MlcError as err:
+        err.before_training = True
+        raise
 
 
 def train(cfg: DictConfig) -> float:
-    with _BeforeTraining():
+    with _before_training():
         checked = check_config(cfg)  # everything cheap is validated before any data or compute
     dist = DistContext.from_env(checked.trainer.device)
     if not dist.is_main:
@@ -82,7 +79,7 @@ def train(cfg: DictConfig) -> float:
 
 
 def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
-    with _BeforeTraining():
+    with _before_training():
         setup = _prepare(cfg, checked, dist)
     return _fit(cfg, checked, dist, *setup)
 

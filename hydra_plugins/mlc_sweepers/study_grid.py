@@ -176,9 +176,7 @@ class StudyGridSweeper(Sweeper):
 
     def _run_study(self, study: Any, ref: Any, distributions: dict, fixed_args: list[str]) -> str | None:
         """Run the trials ``study`` still needs; the reason if the sweep was interrupted, else None."""
-        from optuna.trial import TrialState
-
-        from mlc.studies import FINISHED, continue_unfinished, fail_stale
+        from mlc.studies import continue_unfinished, fail_stale
 
         fail_stale(study, self.stale)
         continue_unfinished(study)
@@ -201,9 +199,8 @@ class StudyGridSweeper(Sweeper):
             reason = self._run_trials(study, trials, ref, fixed_args)
             if reason:
                 return reason
-        done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        failed = sum(t.state == TrialState.FAIL for t in study.get_trials(deepcopy=False))
-        log.info("  %s: %d/%d finished, %d failed", ref.name, done, self.n_trials, failed)
+        final = _counts(study)
+        log.info("  %s: %d/%d finished, %d failed", ref.name, final["finished"], self.n_trials, final["failed"])
         return None
 
     def _run_trials(self, study: Any, trials: list, ref: Any, fixed_args: list[str]) -> str | None:

@@ -54,7 +54,12 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` (or ``<run dir>/checkpoints/last.pt``), its config vetted.
+
+    ``mmap``: map the tensors from the file instead of reading them (a check that only needs the config
+    and the position costs almost nothing, whatever the model's size).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
@@ -63,7 +68,7 @@ def load(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path}: not a readable checkpoint (an empty file)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
         detail = (str(err).strip().splitlines() or ["the file ends early: truncated?"])[0][:200]
         raise CheckpointError(f"checkpoint {path}: not a readable checkpoint ({type(err).__name__}: "
