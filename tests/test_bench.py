@@ -31,3 +31,28 @@ def test_median_ratio_returns_a_positive_ratio_and_the_baseline_time():
     step = fwd_bwd(bce_sum, logits, targets)
     ratio, seconds = median_ratio(step, step, rounds=5, min_time=0.005, warmup=1)
     assert math.isfinite(ratio) and ratio > 0 and math.isfinite(seconds) and seconds > 0
+
+
+def test_metrics_bench_runs_each_implementation_on_saved_inputs(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from mlc.bench.metrics import IMPLEMENTATIONS, data, per_class_sort
+    from tests.conftest import ROOT
+
+    scores, targets = data(400, 60, 0.05)
+    assert scores.dtype == np.float32 and 0.02 < targets.mean() < 0.08
+    np.savez(tmp_path / "inputs.npz", scores=scores, targets=targets)
+    from sklearn.metrics import average_precision_score
+
+    want = average_precision_score(targets, scores, average=None)
+    np.testing.assert_allclose(per_class_sort(scores, targets), want, atol=1e-12)  # the old kernel, as measured
+    for name in IMPLEMENTATIONS:
+        out = tmp_path / f"{name}.npy"
+        done = subprocess.run([sys.executable, "-m", "mlc.bench.metrics", name, str(tmp_path / "inputs.npz"),
+                               str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = np.load(out)
+        np.testing.assert_allclose(got, want[: len(got)], atol=1e-6)  # torchmetrics: float32, first 50 classes

@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, fbeta_score
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
-from mlc.metrics import average_precision, multilabel_metrics, per_class_metrics
+from mlc.metrics import average_precision, average_precisions, multilabel_metrics, per_class_metrics
 
 
 def sample(seed: int, n: int = 300, k: int = 6, ties: bool = False):
@@ -87,3 +87,57 @@ def test_class_groups_thresholds():
     from mlc.data.groups import class_groups
 
     assert class_groups([101, 100, 20, 19, 0]) == ["head", "medium", "medium", "tail", "tail"]
+
+
+def _sklearn_per_class(scores, targets):
+    return np.array([average_precision_score(targets[:, c], scores[:, c]) if targets[:, c].any() else np.nan
+                     for c in range(targets.shape[1])])
+
+
+@pytest.mark.parametrize("case", ["continuous", "ties", "constant", "all_positive", "one_positive", "infinite",
+                                  "dense_positives"])
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 22])  # one class per chunk, a ragged last chunk, one chunk
+def test_vectorised_ap_equals_scikit_learn(case, chunk):
+    rng = np.random.default_rng(7)
+    n, k = 500, 9
+    targets = rng.random((n, k)) < 0.05
+    scores = rng.random((n, k))
+    if case == "ties":
+        scores = np.round(scores, 1)
+    elif case == "constant":
+        scores[:] = 0.5
+    elif case == "all_positive":
+        targets[:, 3] = True
+    elif case == "one_positive":
+        targets[:, :] = False
+        targets[rng.integers(n), :] = True
+    elif case == "infinite":  # logits at ±inf still order correctly
+        scores[rng.random((n, k)) < 0.05] = np.inf
+        scores[rng.random((n, k)) < 0.05] = -np.inf
+    elif case == "dense_positives":
+        targets = rng.random((n, k)) < 0.6
+    targets[:, 5] = False  # a class without positives: NaN, left out of mAP
+    got = average_precisions(scores, targets, chunk_scores=chunk * n)
+    # AP depends only on the order and ties of the scores; scikit-learn refuses ±inf, so map them into order.
+    want = _sklearn_per_class(np.clip(scores, -1.0, 2.0), targets)
+    assert np.isnan(got[5]) and np.isnan(want[5])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_vectorised_ap_in_float32_equals_float64_and_torchmetrics():
+    scores, targets = sample(11, n=2000, k=12, ties=False)
+    scores32 = scores.astype(np.float32)
+    np.testing.assert_allclose(average_precisions(scores32, targets), average_precisions(scores32.astype(np.float64),
+                                                                                         targets), atol=1e-15)
+    per_class = MultilabelAveragePrecision(12, average=None)(torch.from_numpy(scores32), torch.from_numpy(targets))
+    np.testing.assert_allclose(average_precisions(scores32, targets), per_class.numpy(), atol=1e-6)
+
+
+def test_map_of_a_large_matrix_in_small_chunks_equals_one_chunk():
+    rng = np.random.default_rng(3)
+    targets = rng.random((20_000, 40)) < 0.02
+    scores = (0.2 * targets + rng.random(targets.shape)).astype(np.float32)
+    whole = average_precisions(scores, targets)
+    chunked = average_precisions(scores, targets, chunk_scores=20_000 * 3)  # 3 classes per chunk
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-15)  # only the order of float sums differs
+    np.testing.assert_allclose(whole, _sklearn_per_class(scores, targets), atol=1e-12)
