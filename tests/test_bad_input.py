@@ -116,6 +116,9 @@ CASES = {
     "sweep-storage-database": Case([*SWEEP, "hydra.sweeper.storage=postgress://u@localhost/db"],
                                    "error: hydra.sweeper.storage='postgress://u@localhost/db': unsupported database "
                                    "'postgress' (did you mean postgresql?)"),
+    "sweep-study-other-config": Case([*SWEEP, "hydra.sweeper.study_name={study}", "loss.gamma=1.5"],
+                                     "error: hydra.sweeper.study_name='{study}[dataset.negative_ratio=0.5]': this "
+                                     "study was run with another config (loss.gamma=2.0 there, 1.5 now)"),
     "sweep-n-trials": Case([*SWEEP, "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0: must be an integer"),
     "sweeps-cli-typo-path": Case(["sqlite:///{outputs}/optuan.db"],
                                  "error: storage='sqlite:///{outputs}/optuan.db': no such database file",
@@ -149,7 +152,10 @@ def earlier(tmp_path_factory, data_cache) -> dict[str, Path]:
     config = OmegaConf.to_container(compose(["trainer.max_epochs=1", *SMALL]), resolve=True)
     config["loss"] = {"_target_": "os.system", "_args_": [f"touch {files / 'pwned'}"]}
     ckpt.save_atomic({**{k: v for k, v in crafted.items() if k != "path"}, "config": config}, files / "crafted.pt")
-    return {"outputs": outputs, "run": run, "files": files}
+    import optuna
+
+    (study,) = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{outputs}/optuna.db")]
+    return {"outputs": outputs, "run": run, "files": files, "study": study.split("[")[0]}
 
 
 def snapshot(outputs: Path) -> dict:

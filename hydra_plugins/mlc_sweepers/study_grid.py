@@ -24,8 +24,8 @@ What it guarantees (Hydra's stock Optuna sweeper does none of it):
 Before anything starts (``preflight``, run by mlc's preflight callback ahead of the MLflow parent
 run) it checks that the search space fits the config: each grid value and each bound of every
 searched parameter is validated like a command-line value (so ``interval(-0.1, 0.5)`` for λ fails at
-once, naming ``loss.lam``), intervals must be well-formed for Optuna, the storage URL must parse,
-and the direction must agree with ``trainer.monitor_mode``.
+once, naming ``loss.lam``), intervals must be well-formed for Optuna, the storage must open, a
+named study must hold this config, and the direction must agree with ``trainer.monitor_mode``.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class StudyGridSweeper(Sweeper):
 
         Raises ``ConfigError`` for a bad sweeper field, a direction that disagrees with
         ``trainer.monitor_mode``, a grid key that is not in the config, a malformed storage URL, a
-        search space Optuna rejects (reversed bounds, log scale from 0), or any grid value or
-        search-space bound that the config would reject.
+        search space Optuna rejects (reversed bounds, log scale from 0), any grid value or
+        search-space bound that the config would reject, a storage that cannot be opened, or a
+        study named explicitly that was run with another config.
         """
         sweeper = cls(**{k: v for k, v in config.hydra.sweeper.items() if not k.startswith("_")})
         sweeper._check(config)
@@ -86,6 +87,7 @@ class StudyGridSweeper(Sweeper):
         sweeper._check_values(config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
                               "the command-line search space of {key}")
         search_space(sweeper.params, arguments)
+        sweeper._check_studies(config)
 
     # -- the sweep ----------------------------------------------------------------------------------
 
@@ -132,17 +134,12 @@ class StudyGridSweeper(Sweeper):
             record_outcome(1, f"{len(failed)} of {len(results)} studies failed (no trial completed"
                               f"{'' if self.max_failure_rate >= 1 else ' or too many failed'}): {', '.join(failed)}")
 
-    def _plan(self, distributions: dict, arguments: list[str]) -> list[tuple[Any, Any]]:
-        """(StudyRef, optuna.Study) per grid point, created or loaded; a study named explicitly but run
-        with another config is refused here, before any trial."""
-        import optuna
-
-        from mlc.errors import ConfigError
-        from mlc.studies import TrialSeededSampler, fingerprint, first_difference
-        from mlc.sweeps import StudyRef
+    def _names(self, config: DictConfig, distributions: dict, arguments: list[str]) -> tuple[list, dict]:
+        """([(study name, grid values)], the config every trial shares): the stable names of the studies."""
+        from mlc.studies import fingerprint
 
         keys = list(self.study_grid)
-        task = OmegaConf.to_container(OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"]),
+        task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]),
                                       resolve=True)
         spec = {k: str(v) for k, v in self.params.items()} | {
             o.key_or_group: o.input_line.partition("=")[2] for o in _parse(arguments) if o.is_sweep_override()}
@@ -150,27 +147,55 @@ class StudyGridSweeper(Sweeper):
         if self.study_name:
             base = str(self.study_name)
         else:
-            choices = self.config.hydra.runtime.choices
+            choices = config.hydra.runtime.choices
             base = f"{choices.get('experiment') or choices.get('hparams_search') or 'sweep'}@{digest}"
-        seed = self.sampler_cfg.get("seed")
-        planned = []
+        names = []
         for values in itertools.product(*(self.study_grid[k] for k in keys)):
             fixed = dict(zip(keys, values, strict=True))
             label = ", ".join(f"{k}={v}" for k, v in fixed.items())
-            name = f"{base}[{label}]" if label else base
+            names.append((f"{base}[{label}]" if label else base, fixed))
+        return names, json_safe(shared)
+
+    def _check_studies(self, config: DictConfig) -> None:
+        """Refuse, before anything is created, a named study that was run with another config (and a
+        storage that cannot be opened). A SQLite file that does not exist yet holds no study."""
+        import optuna
+
+        from mlc.errors import ConfigError
+        from mlc.stores import sqlite_file
+        from mlc.studies import first_difference, open_storage
+
+        path = sqlite_file(str(self.storage))
+        if path is not None and not path.is_file():
+            return
+        arguments = list(config.hydra.overrides.task)
+        names, shared = self._names(config, search_space(self.params, arguments)[0], arguments)
+        storage = open_storage(str(self.storage), heartbeat_interval=None, grace_period=None)
+        recorded = {s.study_name: s.user_attrs.get("mlc.config") for s in optuna.get_all_study_summaries(storage)}
+        for name, _ in names:
+            if recorded.get(name) is not None and recorded[name] != shared:
+                raise ConfigError("hydra.sweeper.study_name", name,
+                                  f"this study was run with another config ({first_difference(recorded[name], shared)}"
+                                  f"); leave study_name unset for a name derived from the config, or pick a new one")
+
+    def _plan(self, distributions: dict, arguments: list[str]) -> list[tuple[Any, Any]]:
+        """(StudyRef, optuna.Study) per grid point, created or loaded (the preflight checked their configs)."""
+        import optuna
+
+        from mlc.studies import TrialSeededSampler
+        from mlc.sweeps import StudyRef
+
+        names, shared = self._names(self.config, distributions, arguments)
+        seed = self.sampler_cfg.get("seed")
+        planned = []
+        for name, fixed in names:
             sampler = TrialSeededSampler(lambda s: instantiate(self.sampler_cfg, **({} if s is None else {"seed": s})),
                                          seed)
             study = optuna.create_study(study_name=name, storage=self.optuna_storage, sampler=sampler,
                                         direction=self.direction, load_if_exists=True)
-            recorded = study.user_attrs.get("mlc.config")
-            if recorded is None:
+            if study.user_attrs.get("mlc.config") is None:
                 study.set_user_attr("mlc.config", shared)
                 study.set_user_attr("mlc.grace_period", self.grace_period)
-            elif recorded != json_safe(shared):
-                change = first_difference(recorded, json_safe(shared))
-                raise ConfigError("hydra.sweeper.study_name", name,
-                                  f"this study was run with another config ({change}); leave study_name unset for "
-                                  f"a name derived from the config, or pick a new one")
             planned.append((StudyRef(name=name, fixed=fixed, n_trials=self.n_trials), study))
         return planned
 
