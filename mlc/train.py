@@ -227,8 +227,6 @@ def plot_curves(history: list[dict], path: Path, monitor: str) -> Path:
 def discard_unused_run_dir(run_dir: Path) -> bool:
     """Remove the folder Hydra made for a run that was refused before training: only Hydra's own files
     (``.hydra/``, the job log) and only if that is all it holds; then empty date folders above it."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not run_dir.is_dir() or not HydraConfig.initialized():
         return False
     hydra_cfg = HydraConfig.get()

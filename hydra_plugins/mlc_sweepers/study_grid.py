@@ -86,8 +86,8 @@ class StudyGridSweeper(Sweeper):
                               "hydra.sweeper.params.{key}")
         sweeper._check_values(config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
                               "the command-line search space of {key}")
-        search_space(sweeper.params, arguments)
-        sweeper._check_studies(config)
+        distributions, _ = search_space(sweeper.params, arguments)
+        sweeper._check_studies(config, distributions)
 
     # -- the sweep ----------------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class StudyGridSweeper(Sweeper):
             names.append((f"{base}[{label}]" if label else base, fixed))
         return names, json_safe(shared)
 
-    def _check_studies(self, config: DictConfig) -> None:
+    def _check_studies(self, config: DictConfig, distributions: dict) -> None:
         """Refuse, before anything is created, a named study that was run with another config (and a
         storage that cannot be opened). A SQLite file that does not exist yet holds no study."""
         import optuna
@@ -168,8 +168,7 @@ class StudyGridSweeper(Sweeper):
         path = sqlite_file(str(self.storage))
         if path is not None and not path.is_file():
             return
-        arguments = list(config.hydra.overrides.task)
-        names, shared = self._names(config, search_space(self.params, arguments)[0], arguments)
+        names, shared = self._names(config, distributions, list(config.hydra.overrides.task))
         storage = open_storage(str(self.storage), heartbeat_interval=None, grace_period=None)
         recorded = {s.study_name: s.user_attrs.get("mlc.config") for s in optuna.get_all_study_summaries(storage)}
         for name, _ in names:
