@@ -1,9 +1,10 @@
 """Build config objects with ``hydra.utils.instantiate`` and validate the whole config before compute.
 
-``check_config`` constructs everything that is cheap to construct (trainer and tracking settings,
-the dataset source, the loss with placeholder statistics, the optimizer and scheduler on a dummy
-parameter) and checks the backbone name against timm's registry, so that a typo or an out-of-range
-value fails in well under a second with one line naming the key, e.g.::
+``compose_experiment`` (``check_config``) constructs everything that is cheap to construct, once,
+for training, evaluation and inference alike (trainer and tracking settings, the dataset source,
+the sampler, the optimizer and scheduler factories, tried on a dummy parameter; the loss with
+placeholder statistics) and checks the backbone name against timm's registry, so that a typo or
+an out-of-range value fails in well under a second with one line naming the key, e.g.::
 
     error: loss.lam=-0.1: λ must be in [0, 1]
 
@@ -56,20 +57,63 @@ def build(node: DictConfig, scope: str, **kwargs: Any) -> Any:
 
 
 @dataclass
-class CheckedConfig:
-    """The settings objects ``check_config`` built on the way; the task reuses them."""
+class Experiment:
+    """Every object a config describes, built once by ``compose_experiment`` and shared by training,
+    evaluation, inference and the config check.
 
-    trainer: Any
-    tracking: Any
-    dataset: Any
+    The model and the loss are built on demand: the model needs the dataset's class count and the
+    loss the training split's statistics, which are only known once the data is loaded.
+    """
+
+    cfg: DictConfig
+    trainer: Any  # TrainerSettings
+    tracking: Any  # TrackingSettings (None when composed without tracking, e.g. for inference)
+    dataset: Any  # DatasetSource
+    make_order: Any  # (targets, seed) -> the sampler's epoch order
+    optimizer: Any  # (param groups) -> torch.optim.Optimizer
+    scheduler: Any  # (optimizer, steps_per_epoch, max_epochs) -> LR scheduler
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.class_names)
+
+    def build_model(self) -> torch.nn.Module:
+        return build(self.cfg.backbone, "backbone", num_classes=self.num_classes)
+
+    def build_loss(self, train_stats: Any) -> torch.nn.Module:
+        """The loss, with the class counts, negative count and size of the training split it sees."""
+        return build(self.cfg.loss, "loss", class_counts=train_stats.class_counts,
+                     negative_count=train_stats.negative_count, num_samples=train_stats.num_samples)
+
+    def build_optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        from mlc.optim import param_groups
+
+        return self.optimizer(param_groups(module, float(self.cfg.optimizer.get("weight_decay", 0.0))))
 
 
-def check_config(cfg: DictConfig) -> CheckedConfig:
+@dataclass(frozen=True)
+class _PlaceholderStats:
+    """Training statistics for the config check: one instance of each class and one negative. The
+    loss's own field checks run on them before any data is built; the real loss is built later with
+    the real statistics."""
+
+    class_counts: list
+    negative_count: int
+    num_samples: int
+
+
+def compose_experiment(cfg: DictConfig, tracking: bool = True) -> Experiment:
+    """Validate the whole config and build every cheap object once (settings, dataset source,
+    sampler, optimizer and scheduler factories); the backbone name is checked against timm's
+    registry and the loss's fields with placeholder statistics. A mistake raises ``ConfigError``
+    naming its key, in well under a second and before any data or compute."""
     for group in GROUPS:
+        if group == "tracking" and not tracking:
+            continue
         require(group in cfg and cfg[group] is not None, group, None, f"the config has no '{group}' group selected")
     require(isinstance(cfg.get("seed"), int), "seed", cfg.get("seed"), "must be an integer")
     trainer = build(cfg.trainer, "trainer")
-    tracking = build(cfg.tracking, "tracking")
+    tracking_settings = build(cfg.tracking, "tracking") if tracking else None
     dataset = build(cfg.dataset, "dataset")
     from mlc.models import check_backbone
 
@@ -80,10 +124,14 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
     make_order = build(cfg.sampler, "sampler")
     with config_scope("sampler"):  # the order's own checks (per_class, ...) run when it sees targets
         make_order(targets=np.vstack([np.eye(num_classes), np.zeros((1, num_classes))]), seed=0)
-    build(cfg.loss, "loss", class_counts=[1.0] * num_classes, negative_count=1, num_samples=num_classes + 1)
+    optimizer_factory = build(cfg.optimizer, "optimizer")
+    scheduler_factory = build(cfg.scheduler, "scheduler")
+    experiment = Experiment(cfg=cfg, trainer=trainer, tracking=tracking_settings, dataset=dataset,
+                            make_order=make_order, optimizer=optimizer_factory, scheduler=scheduler_factory)
+    experiment.build_loss(_PlaceholderStats([1] * num_classes, 1, num_classes + 1))
     probe = torch.nn.Linear(1, 1)
     try:
-        optimizer = build(cfg.optimizer, "optimizer")(probe.parameters())
+        optimizer = optimizer_factory(probe.parameters())
     except (ValueError, TypeError) as err:  # torch's own checks, e.g. "Invalid learning rate: -1"
         if isinstance(err, ConfigError):
             raise
@@ -92,10 +140,15 @@ def check_config(cfg: DictConfig) -> CheckedConfig:
     schedule_log.disabled, was_disabled = True, schedule_log.disabled
     try:
         with config_scope("scheduler"):
-            build(cfg.scheduler, "scheduler")(optimizer, steps_per_epoch=1, max_epochs=trainer.max_epochs)
+            scheduler_factory(optimizer, steps_per_epoch=1, max_epochs=trainer.max_epochs)
     finally:
         schedule_log.disabled = was_disabled
-    return CheckedConfig(trainer=trainer, tracking=tracking, dataset=dataset)
+    return experiment
+
+
+def check_config(cfg: DictConfig) -> Experiment:
+    """The config check before any compute (the task, the multirun preflight, the sweep's probes)."""
+    return compose_experiment(cfg)
 
 
 # How torch's optimizers name their arguments in their errors ("Invalid learning rate: -1").

@@ -1,64 +1,136 @@
-"""``python -m mlc.evaluate <checkpoint | run dir> [--split val|test] [--json]``: score a checkpoint.
+"""``mlc evaluate SCORES [SCORES ...] [--json]``: every metric of scores files (or of runs), as a table.
 
-The checkpoint carries its resolved config, so data, model and loss are rebuilt exactly as trained,
-on one process. The DDP tests use this to show that metrics logged by a multi-process run equal
-single-process metrics of the same weights.
+Each argument is a scores file written by ``mlc infer`` or by the trainer (``<run>/scores/test.csv``;
+``mlc.scores``), or a run directory / checkpoint, which is scored on ``--split`` first (the same
+path as ``mlc infer``, without writing a file). Metrics are ``mlc.metrics.multilabel_metrics`` at the
+run's threshold, with the class groups and weights recorded beside the scores, so that evaluating
+a run's test scores reproduces the test metrics the run logged; where the scores carry per-class
+thresholds tuned on validation, the ``tuned/<metric>`` values at those thresholds follow.
 
-Rebuilding runs whatever the config's ``_target_``s name, so ``ckpt.load`` vets the config first
-(``mlc.trusted``): a crafted or foreign checkpoint naming any callable mlc's own configs do not use
-is refused in one line (exit 2) before anything is imported or built.
+    mlc evaluate outputs/runs/<date>/<time>/scores/test.csv
+    mlc evaluate a.csv b.csv --json
+    mlc evaluate outputs/runs/<date>/<time> --split val        # a run: scored first (includes the loss)
+
+A checkpoint's config is vetted by ``mlc.trusted`` before anything is rebuilt: a crafted or foreign
+checkpoint naming a callable mlc's own configs do not use is refused in one line (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from mlc.config import build
-from mlc.data.groups import class_groups
-from mlc.engine import checkpoint as ckpt
-from mlc.engine.distributed import DistContext
-from mlc.engine.evaluation import evaluate
 from mlc.errors import MlcError
+
+SUMMARY = ("f1_macro", "f2_macro", "f1_micro", "map", "f1_neg", "cf1", "of1", "f1_weighted", "loss",
+           "tuned/f1_macro", "tuned/f2_macro", "tuned/f1_neg")
+
+
+def metrics_of_scores(scores) -> dict[str, float]:
+    """All metrics of a ``mlc.scores.Scores`` with labels (its threshold(s), groups and weights)."""
+    from mlc.scores import ScoresError
+
+    if scores.labels is None:
+        raise ScoresError("has no label columns: nothing to evaluate against (score a labelled split)")
+    return metrics_from(scores.scores, scores.labels, scores.meta)
+
+
+def metrics_from(probs, labels, meta: dict, loss: float | None = None) -> dict[str, float]:
+    """Metrics at ``meta``'s threshold and, when it holds tuned per-class thresholds, ``tuned/<m>`` at those."""
+    import numpy as np
+
+    from mlc.metrics import multilabel_metrics
+
+    extra = {"class_weights": meta.get("class_weights"), "class_groups": meta.get("class_groups")}
+    out = multilabel_metrics(probs, labels, threshold=float(meta.get("threshold", 0.5)), **extra)
+    if loss is not None:
+        out["loss"] = loss
+    if meta.get("thresholds") is not None:
+        tuned = multilabel_metrics(probs, labels, threshold=np.asarray(meta["thresholds"], dtype=np.float64), **extra)
+        out |= {f"tuned/{k}": v for k, v in tuned.items()}
+    return out
 
 
 def evaluate_checkpoint(path: str, split: str = "val", device: str = "cpu") -> dict[str, float]:
-    state = ckpt.load(path)
-    cfg = OmegaConf.create(state["config"])
-    source = build(cfg.dataset, "dataset")
-    dataset = source.load(split)
-    train_stats = source.load("train").stats()
-    model = build(cfg.backbone, "backbone", num_classes=source.num_classes)
-    model.load_state_dict(state["model"])
-    loss_fn = build(cfg.loss, "loss", class_counts=train_stats.class_counts,
-                    negative_count=train_stats.negative_count, num_samples=train_stats.num_samples)
-    dist = DistContext.from_env(device) if device != "cpu" else DistContext()
-    return evaluate(model.to(dist.device), dataset, dist, int(cfg.trainer.eval_batch_size),
-                    loss_fn=loss_fn.to(dist.device), threshold=float(cfg.trainer.threshold),
-                    class_weights=getattr(source, "class_weights", None),
-                    class_groups=class_groups(train_stats.class_counts))
+    """Metrics (and the loss) of a checkpoint, or of a run directory's best (else last) checkpoint, on one
+    split, on one process."""
+    from mlc.infer import infer, load_run, resolve_checkpoint
+
+    run = Path(path)
+    if run.is_dir():
+        run = resolve_checkpoint(path, "best" if (run / "checkpoints" / "best.pt").is_file() else "last")
+    _, scored, _, _, meta = infer(load_run(run), split, device=device)
+    return metrics_from(scored.probs, scored.targets, meta, scored.loss)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (uses checkpoints/last.pt)")
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"])
+def evaluate_any(target: str, split: str, device: str) -> dict[str, float]:
+    from mlc.scores import ScoresError, read_scores
+
+    path = Path(target)
+    if path.suffix in (".csv", ".parquet"):
+        try:
+            return metrics_of_scores(read_scores(path))
+        except ScoresError as err:
+            raise ScoresError(str(err) if str(err).startswith(str(path)) else f"{path}: {err}") from None
+    if path.is_dir() and not (path / "checkpoints").is_dir():
+        raise MlcError(f"{path}: a folder without checkpoints/ (give a run directory, a checkpoint or a scores file)")
+    if not path.exists():
+        raise MlcError(f"{path}: no such scores file, run directory or checkpoint")
+    return evaluate_checkpoint(str(path), split, device)
+
+
+def format_table(results: dict[str, dict[str, float]], every: bool = False) -> str:
+    """A fixed-width table, one row per input: the metrics most users compare (``every``: all of them)."""
+    keys = _columns(results)
+    if not every:
+        keys = [k for k in keys if k in SUMMARY]
+    width = max(len(name) for name in results)
+    head = f"{'':{width}}  " + "  ".join(f"{k:>{max(len(k), 7)}}" for k in keys)
+    lines = [head]
+    for name, metrics in results.items():
+        cells = []
+        for k in keys:
+            v = metrics.get(k)
+            text = "-" if v is None else (f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else str(v))
+            cells.append(f"{text:>{max(len(k), 7)}}")
+        lines.append(f"{name:{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def _columns(results: dict[str, dict[str, float]]) -> list[str]:
+    seen = list(dict.fromkeys(k for m in results.values() for k in m))
+    first = [k for k in SUMMARY if k in seen]
+    return first + [k for k in seen if k not in first]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlc evaluate", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("inputs", nargs="+", metavar="SCORES", help="scores files (.csv/.parquet), run dirs, .pt")
+    parser.add_argument("--split", default="val", choices=["train", "val", "test"],
+                        help="the split to score a run or checkpoint on (default val)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("--json", action="store_true", help="print every metric as JSON (one object per input)")
+    parser.add_argument("--all", action="store_true", help="the table shows every metric, not the usual ones")
     args = parser.parse_args(argv)
+    results = {}
     try:
-        metrics = evaluate_checkpoint(args.checkpoint, args.split, args.device)
+        for target in args.inputs:
+            results[target] = evaluate_any(target, args.split, args.device)
     except MlcError as err:
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        only = next(iter(results.values())) if len(results) == 1 else results
+        print(json.dumps(only, indent=2))
     else:
-        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        print(format_table(results, every=args.all))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -272,7 +272,7 @@ class MultirunTracking(Callback):
             params, metrics = {}, {}
             for study in json.loads(summary.read_text())["studies"]:
                 # MLflow keys allow letters, digits, _ - . space : / (no comma or =)
-                label = "/".join(["best", *(f"{k}_{v}" for k, v in study["fixed"].items())])
+                label = "/".join(p for p in ("best", study_label(study["fixed"])) if p)
                 params |= {f"{label}/{k}": v for k, v in study["best_params"].items()}
                 if study["best_value"] is not None:
                     metrics[f"{label}/value"] = study["best_value"]
@@ -283,6 +283,39 @@ class MultirunTracking(Callback):
         if self.tracker is not None:
             self.tracker.end(status, error)
             self.tracker = None
+
+
+def study_label(fixed: dict) -> str:
+    """A study's grid point as an MLflow key part (keys allow letters, digits, _ - . space : /; no , or =)."""
+    return "/".join(f"{k}_{v}" for k, v in fixed.items())
+
+
+class ParentLog:
+    """What a sweeper logs on its multirun's parent run while trials finish: each trial's value and the
+    study's best so far (step = trial number), so the parent run's charts fill in during the sweep and
+    the experiment's chart view is not empty until one expands a parent."""
+
+    def __init__(self, config: DictConfig):
+        self.tracker: MLflowTracker | None = None
+        settings = tracking_settings(config)
+        run_id = parent_run_id(config.hydra.sweep.dir) if settings.enabled else None
+        if run_id:
+            try:
+                self.tracker = MLflowTracker(settings)
+                self.tracker.run_id = run_id
+            except MlcError as err:
+                log.warning("the parent run's trial chart stays empty: %s", err)
+                self.tracker = None
+
+    def trial(self, fixed: dict, number: int, value: float, best: float | None) -> None:
+        if self.tracker is None:
+            return
+        prefix = "/".join(p for p in ("trial", study_label(fixed)) if p)
+        metrics = {f"{prefix}/value": value} | ({f"{prefix}/best": best} if best is not None else {})
+        try:
+            self.tracker.log_metrics(metrics, step=number)
+        except MlcError as err:  # the dashboard's chart is a convenience: the sweep goes on
+            log.warning("could not log trial #%d on the parent run: %s", number, err)
 
 
 def tracking_settings(config: DictConfig) -> TrackingSettings:

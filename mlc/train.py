@@ -29,13 +29,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlc.config import build, check_config, report_and_exit
+from mlc.config import check_config, report_and_exit
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.checkpoint import check_resumable
 from mlc.engine.distributed import DistContext
 from mlc.engine.trainer import Trainer, TrainingInterrupted
 from mlc.errors import CheckpointError, ConfigError, MlcError, config_scope
-from mlc.optim import param_groups
 from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 
 log = logging.getLogger("mlc")
@@ -109,20 +108,15 @@ def _prepare(cfg: DictConfig, checked, dist: DistContext) -> tuple:
     stats = {split: ds.stats() for split, ds in datasets.items()}
     train_stats = stats["train"]
 
-    model = build(cfg.backbone, "backbone", num_classes=source.num_classes)
-    loss_fn = build(cfg.loss, "loss", class_counts=train_stats.class_counts,
-                    negative_count=train_stats.negative_count, num_samples=train_stats.num_samples)
-    optimizer_partial = build(cfg.optimizer, "optimizer")
-    weight_decay = float(cfg.optimizer.get("weight_decay", 0.0))
-    scheduler_partial = build(cfg.scheduler, "scheduler")
-    make_order = build(cfg.sampler, "sampler")
+    model = checked.build_model()
+    loss_fn = checked.build_loss(train_stats)
     with config_scope("sampler"):
-        epoch_order = make_order(targets=datasets["train"].targets, seed=int(cfg.seed))
+        epoch_order = checked.make_order(targets=datasets["train"].targets, seed=int(cfg.seed))
     loss_name = _choice("loss") or type(loss_fn).__name__
 
     trainer = Trainer(settings, model, loss_fn,
-                      optimizer_factory=lambda m: optimizer_partial(param_groups(m, weight_decay)),
-                      scheduler_factory=scheduler_partial, datasets=datasets, run_dir=run_dir, dist=dist,
+                      optimizer_factory=checked.build_optimizer, scheduler_factory=checked.scheduler,
+                      datasets=datasets, run_dir=run_dir, dist=dist,
                       seed=int(cfg.seed), tracker=tracker, config=resolved, loss_name=loss_name,
                       class_weights=getattr(source, "class_weights", None), epoch_order=epoch_order)
     if resume_state is not None:
@@ -159,7 +153,7 @@ def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_n
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
     parent = None
-    tags = {"mlc.loss": loss_name, "mlc.run_dir": str(trainer.run_dir.resolve()),
+    tags = {**run_tags(cfg, loss_name, stats["train"]), "mlc.run_dir": str(trainer.run_dir.resolve()),
             "mlc.overrides": " ".join(overrides), "mlc.world_size": str(trainer.dist.world_size), **git_tags()}
     if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
         parent = parent_run_id(hydra_cfg.sweep.dir)
@@ -190,6 +184,11 @@ def _finish_tracking(tracker, trainer: Trainer, result, settings) -> None:
     plot = plot_curves(result.history, trainer.run_dir / "curves.png", settings.monitor)
     tracker.log_artifact(plot)
     tracker.log_artifact(trainer.run_dir / "result.json")
+    for name in ("thresholds.json",):
+        if (trainer.run_dir / name).exists():
+            tracker.log_artifact(trainer.run_dir / name)
+    for path in sorted((trainer.run_dir / "scores").glob("*.csv*")):
+        tracker.log_artifact(path, "scores")
     choice = getattr(tracker, "settings", None) and tracker.settings.log_checkpoint
     for name in {"best": ["best"], "last": ["last"], "both": ["best", "last"]}.get(choice or "none", []):
         path = trainer.ckpt_dir / f"{name}.pt"
@@ -198,6 +197,19 @@ def _finish_tracking(tracker, trainer: Trainer, result, settings) -> None:
     tracker.end("FINISHED")
     log.info("best %s = %.4f at epoch %d | run dir %s", settings.monitor, result.best_value, result.best_epoch,
              trainer.run_dir)
+
+
+def run_tags(cfg: DictConfig, loss_name: str, train_stats) -> dict[str, str]:
+    """What a run is, as MLflow tags: the dashboard's group-by and compare views and ``mlc report``
+    read these instead of digging through the flattened params."""
+    ratio = cfg.dataset.get("negative_ratio")
+    tags = {"mlc.kind": "run", "mlc.loss": loss_name, "mlc.backbone": str(cfg.backbone.name),
+            "mlc.dataset": _choice("dataset") or str(cfg.dataset.get("_target_", "dataset")).rsplit(".", 1)[-1],
+            "mlc.negative_ratio": f"{float(ratio) if ratio is not None else train_stats.negative_ratio:.4g}",
+            "mlc.seed": str(cfg.seed), "mlc.monitor": str(cfg.trainer.monitor)}
+    if cfg.loss.get("lam") is not None:
+        tags["mlc.lam"] = f"{float(cfg.loss.lam):.6g}"
+    return tags
 
 
 def plot_curves(history: list[dict], path: Path, monitor: str) -> Path:

@@ -93,6 +93,20 @@ CASES = {
                              module="mlc.evaluate", absent=["{files}/pwned"]),
     "evaluate-empty": Case(["{files}/empty.pt"], "error: checkpoint {files}/empty.pt: not a readable checkpoint",
                            module="mlc.evaluate"),
+    "infer-crafted": Case(["{files}/crafted.pt", "-o", "{files}/s.csv"],
+                          "error: checkpoint {files}/crafted.pt: refusing to build", module="mlc.infer",
+                          absent=["{files}/pwned", "{files}/s.csv"]),
+    "infer-not-a-run": Case(["{files}/nothing", "-o", "{files}/s.csv"],
+                            "error: RUN='{files}/nothing': not a checkpoint file, a run directory or an MLflow run id",
+                            module="mlc.infer", absent=["{files}/s.csv"]),
+    "infer-not-a-dataset-option": Case(["{run}", "trainer.threshold=0.3", "-o", "{files}/s.csv"],
+                                       "error: trainer.threshold='0.3': only dataset options can change for inference",
+                                       module="mlc.infer", absent=["{files}/s.csv"]),
+    "infer-unknown-dataset-field": Case(["{run}", "dataset.colour=1", "-o", "{files}/s.csv"],
+                                        "error: dataset.colour='1': no such field in the run's dataset config",
+                                        module="mlc.infer", absent=["{files}/s.csv"]),
+    "evaluate-ragged-scores": Case(["{files}/ragged.csv"], "error: {files}/ragged.csv: not a readable CSV scores file",
+                                   module="mlc.evaluate"),
     # run directories
     "run-dir-taken": Case(["hydra.run.dir={run}"], "error: hydra.run.dir='{run}': refusing to overwrite another run "
                                                    "there (it holds .hydra/, checkpoints/"),
@@ -144,6 +158,7 @@ def earlier(tmp_path_factory, data_cache) -> dict[str, Path]:
     files = tmp_path_factory.mktemp("files")
     real = (run / "checkpoints" / "last.pt").read_bytes()
     (files / "empty.pt").write_bytes(b"")
+    (files / "ragged.csv").write_text("id,score:a,label:a\n0,0.5,1\n1,0.25\n2,0.1,0,7\n")
     (files / "truncated.pt").write_bytes(real[: len(real) // 2])
     torch.save({"weights": torch.zeros(2)}, files / "foreign.pt")
     crafted = ckpt.load(run / "checkpoints" / "last.pt")

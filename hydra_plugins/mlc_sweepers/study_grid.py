@@ -61,11 +61,20 @@ class StudyGridSweeper(Sweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = _flatten_leaves(OmegaConf.to_container(params, resolve=True) if params else {})
         self.config: DictConfig | None = None
+        self._parent: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
+
+    def _parent_log(self) -> Any:
+        """The multirun's parent MLflow run (opened on the first finished trial; a no-op without tracking)."""
+        if self._parent is None:
+            from mlc.tracking import ParentLog
+
+            self._parent = ParentLog(self.config)
+        return self._parent
 
     @classmethod
     def preflight(cls, config: DictConfig) -> None:
@@ -293,6 +302,7 @@ class StudyGridSweeper(Sweeper):
                 else:
                     study.tell(trial, value)
                     log.info("  trial #%d: %s = %.4f", trial.number, self.config.trainer.monitor, value)
+                    self._parent_log().trial(ref.fixed, trial.number, value, _best_value(study))
                 pending.pop(trial.number)
             return interrupted
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
@@ -416,6 +426,13 @@ def _counts(study: Any) -> dict[str, int]:
     states = [t.state for t in study.get_trials(deepcopy=False)]
     return {"finished": sum(s in FINISHED for s in states), "running": states.count(TrialState.RUNNING),
             "failed": states.count(TrialState.FAIL)}
+
+
+def _best_value(study: Any) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:  # no complete trial yet
+        return None
 
 
 def _next_job_number(sweep_dir: Path) -> int:

@@ -25,9 +25,13 @@ class MultiLabelDataset(Dataset):
 
     targets: np.ndarray
     class_names: list[str]
+    ids: list[str] | None = None  # one name per instance (an image path) for scores files; None = its index
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def instance_ids(self) -> list[str]:
+        return list(self.ids) if self.ids is not None else [str(i) for i in range(len(self))]
 
     def stats(self) -> DatasetStats:
         return DatasetStats.from_targets(self.targets, self.class_names)

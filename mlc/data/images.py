@@ -173,8 +173,8 @@ class FileImages(MultiLabelDataset):
 
     def __init__(self, pixels: np.ndarray, rows: np.ndarray, targets: np.ndarray, class_names: list[str],
                  mean: Sequence[float], std: Sequence[float], transform=None, seed: int = 0,
-                 clean_targets: np.ndarray | None = None, skipped: int = 0):
-        if len(rows) != len(targets):
+                 clean_targets: np.ndarray | None = None, skipped: int = 0, ids: Sequence[str] | None = None):
+        if len(rows) != len(targets) or (ids is not None and len(ids) != len(targets)):
             raise ValueError(f"{len(rows)} rows but {len(targets)} label rows")
         self.pixels = pixels
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -184,6 +184,7 @@ class FileImages(MultiLabelDataset):
         self.class_names = list(class_names)
         self.transform = None if _is_identity(transform) else transform
         self.seed, self.epoch, self.skipped = int(seed), 0, int(skipped)
+        self.ids = [str(i) for i in ids] if ids is not None else None  # e.g. image paths, for scores files
         self.size = pixels.shape[1]
         self._offset = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
         self._scale = 1.0 / (torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0)

@@ -155,9 +155,10 @@ class FileDatasetSource(DatasetSource):
             log.info("%s: the dataset controls kept %d of %d images (negative ratio %.4f)", split,
                      len(result.indices), len(good), float((result.targets.sum(axis=1) == 0).mean()))
         transform = self.train_transform if split == "train" else self.eval_transform
-        return FileImages(pixels, good[result.indices], result.targets, self.class_names, self.mean, self.std,
+        rows = good[result.indices]
+        return FileImages(pixels, rows, result.targets, self.class_names, self.mean, self.std,
                           transform, seed=self.augment_seed, clean_targets=result.clean_targets,
-                          skipped=missing + len(errors))
+                          skipped=missing + len(errors), ids=[str(files.paths[i]) for i in rows])
 
     def label_stats(self, split: str) -> DatasetStats:
         """The split's statistics from its annotations alone (no image decoded): missing files are

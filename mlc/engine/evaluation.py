@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -46,18 +48,41 @@ def predict(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, ba
     return logits_t[order], targets_t[order], index_t
 
 
-def evaluate(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, batch_size: int,
-             loss_fn: nn.Module | None = None, threshold: float = 0.5, class_weights=None, num_workers: int = 0,
-             autocast_dtype: torch.dtype | None = None, class_groups=None) -> dict[str, float]:
-    """Split-level metrics (``mlc.metrics``) plus the loss of the whole split taken as one batch."""
+@dataclass
+class SplitScores:
+    """A whole split scored once: probabilities, labels and the split's loss, for metrics and scores files."""
+
+    probs: np.ndarray  # (N, K) float32 sigmoid probabilities, in dataset order
+    targets: np.ndarray  # (N, K) the labels the loss saw
+    loss: float | None
+
+    def metrics(self, threshold=0.5, class_weights=None, class_groups=None) -> dict[str, float]:
+        out = multilabel_metrics(self.probs, self.targets, threshold=threshold, class_weights=class_weights,
+                                 class_groups=class_groups)
+        if self.loss is not None:
+            out["loss"] = self.loss
+        return out
+
+
+def score_split(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, batch_size: int,
+                loss_fn: nn.Module | None = None, num_workers: int = 0,
+                autocast_dtype: torch.dtype | None = None) -> SplitScores:
+    """Predict the split (``predict``) and, with ``loss_fn``, its loss taken as one batch."""
     logits, targets, indices = predict(module, dataset, dist, batch_size, num_workers, autocast_dtype)
-    metrics = multilabel_metrics(torch.sigmoid(logits).cpu().numpy(), targets.cpu().numpy(),
-                                 threshold=threshold, class_weights=class_weights, class_groups=class_groups)
+    loss = None
     if loss_fn is not None:  # in eval mode: a stateful loss must not touch its training-set state here
         was_training = loss_fn.training
         loss_fn.eval()
         extra = {"indices": indices} if getattr(loss_fn, "needs_indices", False) else {}
         with torch.no_grad():
-            metrics["loss"] = float(loss_fn(logits, targets, **extra))
+            loss = float(loss_fn(logits, targets, **extra))
         loss_fn.train(was_training)
-    return metrics
+    return SplitScores(torch.sigmoid(logits).cpu().numpy(), targets.cpu().numpy(), loss)
+
+
+def evaluate(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, batch_size: int,
+             loss_fn: nn.Module | None = None, threshold: float = 0.5, class_weights=None, num_workers: int = 0,
+             autocast_dtype: torch.dtype | None = None, class_groups=None) -> dict[str, float]:
+    """Split-level metrics (``mlc.metrics``) plus the loss of the whole split taken as one batch."""
+    scored = score_split(module, dataset, dist, batch_size, loss_fn, num_workers, autocast_dtype)
+    return scored.metrics(threshold, class_weights, class_groups)

@@ -35,13 +35,15 @@ from mlc.data.groups import class_groups
 from mlc.data.samplers import EpochOrder, RandomOrder
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext, ShardSampler
-from mlc.engine.evaluation import evaluate
+from mlc.engine.evaluation import SplitScores, evaluate, score_split
 from mlc.errors import MlcError, NonFiniteLossError, require
-from mlc.metrics import METRIC_NAMES
+from mlc.metrics import METRIC_NAMES, multilabel_metrics, tune_thresholds
+from mlc.scores import write_scores
 
 log = logging.getLogger("mlc.trainer")
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+TUNE_BETA = {"f1": 1.0, "f2": 2.0}  # trainer.tune_thresholds: which F-beta the per-class thresholds maximise
 MONITORABLE = tuple(f"val/{m}" for m in (*METRIC_NAMES, "loss", "f2_ciw"))
 
 
@@ -66,6 +68,8 @@ class TrainerSettings:
     resume: str | None = None
     test_after_fit: bool = True
     log_every_n_steps: int = 0
+    tune_thresholds: str | None = "f1"
+    save_scores: bool = True
 
     def __post_init__(self) -> None:
         require(_int(self.max_epochs) and self.max_epochs >= 1, "max_epochs", self.max_epochs,
@@ -90,6 +94,9 @@ class TrainerSettings:
                 "must be in (0, 1)")
         require(_int(self.log_every_n_steps) and self.log_every_n_steps >= 0, "log_every_n_steps",
                 self.log_every_n_steps, "must be >= 0")
+        require(self.tune_thresholds in (None, *TUNE_BETA), "tune_thresholds", self.tune_thresholds,
+                f"must be one of {', '.join(TUNE_BETA)}, or null")
+        require(isinstance(self.save_scores, bool), "save_scores", self.save_scores, "must be true or false")
 
 
 @dataclass
@@ -147,6 +154,9 @@ class Trainer:
         self.best_value, self.best_epoch = None, -1
         self.history: list[dict[str, float]] = []
         self.epoch_loss_sum, self.epoch_seen = 0.0, 0  # running train loss of the epoch in progress
+        # Σ p over positive labels, their count, Σ p over negative labels, their count, per class, for the
+        # epoch in progress: the training-probability curves (seed 002, Figure 1). Kept on the device.
+        self.prob_sums = torch.zeros(4, len(datasets["train"].class_names), dtype=torch.float64, device=self.device)
         self._stop_signal: str | None = None
 
     # -- public -------------------------------------------------------------------------------------
@@ -163,6 +173,9 @@ class Trainer:
         self.best_value, self.best_epoch = state["best_value"], int(state["best_epoch"])
         self.history = list(state["history"])
         self.epoch_loss_sum, self.epoch_seen = float(state["epoch_loss_sum"]), int(state["epoch_seen"])
+        sums = state.get("prob_sums")  # per rank (checkpoints before it was recorded start the curves at zero)
+        if sums is not None and len(sums) == self.dist.world_size:
+            self.prob_sums = sums[self.dist.rank].to(self.device, torch.float64)
         rng = state["rng"]
         if len(rng) != self.dist.world_size:
             log.warning("resuming with %d process(es) from a checkpoint written by %d: the data order "
@@ -221,6 +234,10 @@ class Trainer:
                 logits = self.model(x)
             extra = {"indices": torch.as_tensor(batch["index"], device=self.device)} if needs_indices else {}
             loss = self.loss_fn(logits.float(), y, **extra)
+            with torch.no_grad():
+                probs = torch.sigmoid(logits.detach().float())
+                self.prob_sums += torch.stack([(probs * y).sum(0), y.sum(0), (probs * (1 - y)).sum(0),
+                                               (1 - y).sum(0)]).double()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.s.grad_clip_norm is not None:
@@ -256,7 +273,7 @@ class Trainer:
                                                                   self.epoch_seen - seen_before)
         record = {"epoch": epoch + 1, "train/loss": loss_sum / max(seen_total, 1), "lr": self._lr(),
                   "train/seconds": train_seconds, "train/samples_per_s": seen_now / train_seconds,
-                  **{f"val/{k}": v for k, v in val.items()}}
+                  **self._train_probabilities(), **{f"val/{k}": v for k, v in val.items()}}
         value = record[self.s.monitor]
         improved = self.best_value is None or (value > self.best_value if self.s.monitor_mode == "max"
                                                else value < self.best_value)
@@ -265,6 +282,7 @@ class Trainer:
         self.history.append(record)
         self.epoch, self.step_in_epoch = epoch + 1, 0
         self.epoch_loss_sum, self.epoch_seen = 0.0, 0
+        self.prob_sums.zero_()
         self._save("last")
         if improved:
             self._save("best")
@@ -276,30 +294,90 @@ class Trainer:
                      record["train/samples_per_s"], f"  * best {self.s.monitor}" if improved else "")
 
     def _test_best(self) -> dict[str, float]:
+        """Test metrics of the best checkpoint: at ``trainer.threshold``, and (``trainer.tune_thresholds``)
+        at per-class thresholds tuned on the validation split and applied unchanged to test, logged as
+        ``val/tuned/<m>`` and ``test/tuned/<m>``; the scores go to ``scores/{val,test}.csv``."""
         best_path = self.ckpt_dir / "best.pt"
         if best_path.exists():
             self.module.load_state_dict(ckpt.load(best_path)["model"])
-        test = self.evaluate("test")
+        test = self.score("test")
+        metrics = test.metrics(self.s.threshold, self.class_weights, self.class_groups)
+        thresholds, val = None, None
+        if self.s.tune_thresholds and "val" in self.datasets:
+            val = self.score("val")
+            thresholds = tune_thresholds(val.probs, val.targets, beta=TUNE_BETA[self.s.tune_thresholds],
+                                         default=self.s.threshold)
+            tuned_val = multilabel_metrics(val.probs, val.targets, thresholds, self.class_weights, self.class_groups)
+            metrics |= {f"tuned/{k}": v for k, v in multilabel_metrics(
+                test.probs, test.targets, thresholds, self.class_weights, self.class_groups).items()}
         if self.dist.is_main:
-            self.tracker.log_metrics({f"test/{k}": v for k, v in test.items()}, step=self.best_epoch)
+            self.tracker.log_metrics({f"test/{k}": v for k, v in metrics.items()}, step=self.best_epoch)
+            if thresholds is not None:
+                self.tracker.log_metrics({f"val/tuned/{k}": v for k, v in tuned_val.items()}, step=self.best_epoch)
+            self._write_scores(test, val, thresholds)
             log.info("test (best epoch %d): f1 %.4f  f2 %.4f  mAP %.4f  f1_neg %.4f", self.best_epoch,
-                     test["f1_macro"], test["f2_macro"], test["map"], test["f1_neg"])
-        return test
+                     metrics["f1_macro"], metrics["f2_macro"], metrics["map"], metrics["f1_neg"])
+            if thresholds is not None:
+                log.info("test at per-class thresholds tuned for %s on val: f1 %.4f  f2 %.4f  f1_neg %.4f",
+                         self.s.tune_thresholds, metrics["tuned/f1_macro"], metrics["tuned/f2_macro"],
+                         metrics["tuned/f1_neg"])
+        return metrics
+
+    def score(self, split: str) -> SplitScores:
+        """The current weights' probabilities on a whole split (every sample exactly once) and its loss."""
+        return score_split(self.module, self.datasets[split], self.dist, self.s.eval_batch_size,
+                           loss_fn=self.loss_fn, num_workers=self.s.num_workers, autocast_dtype=self.autocast_dtype)
+
+    def _write_scores(self, test: SplitScores, val: SplitScores | None, thresholds: np.ndarray | None) -> None:
+        """``thresholds.json`` and, with ``trainer.save_scores``, the scores files of the best checkpoint."""
+        names = list(self.datasets["train"].class_names)
+        meta = {"threshold": self.s.threshold, "class_groups": self.class_groups, "class_weights": self.class_weights,
+                "run_dir": str(self.run_dir.resolve()), "checkpoint": str((self.ckpt_dir / "best.pt").resolve()),
+                "epoch": self.best_epoch, "mlflow_run_id": getattr(self.tracker, "run_id", None),
+                "created_by": "mlc trainer"}
+        if thresholds is not None:
+            meta |= {"thresholds": thresholds.tolist(), "thresholds_tuned_for": self.s.tune_thresholds,
+                     "thresholds_tuned_on": "val"}
+            tuned = {k: meta[k] for k in ("thresholds_tuned_for", "thresholds_tuned_on")}
+            _write_json(self.run_dir / "thresholds.json", {"class_names": names, **tuned,
+                                                            "thresholds": thresholds.tolist()})
+        if self.s.save_scores:
+            for split, scored in (("test", test), ("val", val)):
+                if scored is not None:
+                    write_scores(self.run_dir / "scores" / f"{split}.csv", self.datasets[split].instance_ids(),
+                                 scored.probs, scored.targets, names, meta | {"split": split})
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _save(self, name: str) -> None:
-        rng_states = self.dist.all_gather_objects(ckpt.capture_rng())
+        gathered = self.dist.all_gather_objects((ckpt.capture_rng(), self.prob_sums.cpu()))  # every rank's own
         if not self.dist.is_main:
             return
+        rng_states, prob_sums = [g[0] for g in gathered], [g[1] for g in gathered]
         state = {"format": ckpt.FORMAT_VERSION, "model": self.module.state_dict(), "loss": self.loss_fn.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "global_step": self.global_step, "epoch_loss_sum": self.epoch_loss_sum,
-                 "epoch_seen": self.epoch_seen, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                 "epoch_seen": self.epoch_seen, "prob_sums": prob_sums, "best_value": self.best_value,
+                 "best_epoch": self.best_epoch,
                  "monitor": self.s.monitor, "history": self.history, "rng": rng_states, "config": self.config,
                  "world_size": self.dist.world_size, "mlflow_run_id": getattr(self.tracker, "run_id", None)}
         ckpt.save_atomic(state, self.ckpt_dir / f"{name}.pt")
+
+    def _train_probabilities(self) -> dict[str, float]:
+        """Mean predicted probability of the positive and of the negative labels seen in training this
+        epoch, pooled over the head, medium and tail classes (``train_prob/pos_head`` ...): how a loss
+        moves the probabilities (seed 002, Figure 1). One reduction over ranks per epoch."""
+        sums = np.array(self.dist.sum_over_ranks(*self.prob_sums.flatten().tolist())).reshape(self.prob_sums.shape)
+        groups = np.asarray(self.class_groups)
+        out = {}
+        for group in dict.fromkeys(self.class_groups):
+            pos_p, pos_n, neg_p, neg_n = sums[:, groups == group].sum(axis=1)
+            if pos_n > 0:
+                out[f"train_prob/pos_{group}"] = float(pos_p / pos_n)
+            if neg_n > 0:
+                out[f"train_prob/neg_{group}"] = float(neg_p / neg_n)
+        return out
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -327,3 +405,12 @@ class Trainer:
 
 def _int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)

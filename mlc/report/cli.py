@@ -1,0 +1,106 @@
+"""Options of ``python -m mlc.report`` and its contract: one ``error:`` line and exit code 2 for bad input.
+
+Examples::
+
+    python -m mlc.report --output reports/losses                       # every finished run in outputs/mlflow.db
+    python -m mlc.report --baseline cb_bce --output reports/vs-cb       # + paired differences to cb_bce
+    python -m mlc.report --sweep outputs/multirun/2026-12-01/09-37-06 --group-by loss --output reports/sweep
+    python -m mlc.report --filter "params.`dataset.negative_ratio` = '0.9'" --no-log --output /tmp/r
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from mlc.report.runs import ReportError
+
+DEFAULT_GROUP_BY = "loss,backbone"
+DEFAULT_METRICS = "test/f1_macro,test/f2_macro,test/map,test/f1_neg"
+DEFAULT_EXPERIMENT = "mlc"  # conf/tracking/mlflow.yaml
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is the same one line as every other bad input."""
+
+    def error(self, message: str):
+        raise ReportError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m mlc.report", description="Tables (mean ± std over seeds, paired differences with "
+                "95% intervals) and figures from the training runs tracked in MLflow.",
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (wins over --outputs)")
+    p.add_argument("--outputs", help="mlc's outputs directory: its store is sqlite:///<outputs>/mlflow.db "
+                                         "(default: $MLC_OUTPUTS or outputs)")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)")
+    p.add_argument("--filter", help="an MLflow search string, e.g. \"params.`dataset.negative_ratio` = '0.9'\"")
+    p.add_argument("--sweep", help="only the trials of this multirun directory (their mlc.sweep_dir tag)")
+    p.add_argument("--group-by", default=DEFAULT_GROUP_BY,
+                   help="comma-separated keys: tag mlc.<key>, else param <key> (default: %(default)s)")
+    p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated metrics (default: %(default)s); "
+                   "the first one is the λ figure's")
+    p.add_argument("--baseline", help="a value of the first --group-by key: paired differences to that group")
+    p.add_argument("--runs", help="comma-separated run ids for the PR/AP figures (default: the lowest seed of "
+                                  "each group)")
+    p.add_argument("--all-statuses", action="store_true", help="also runs that did not end FINISHED")
+    p.add_argument("--no-log", action="store_true", help="do not log the report as an MLflow run")
+    p.add_argument("--output", required=True, help="directory to write the report into (created)")
+    return p
+
+
+def _list(text: str, option: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ReportError(f"{option}={text!r}: expected a comma-separated list")
+    if len(set(items)) != len(items):
+        raise ReportError(f"{option}={text!r}: a value is repeated")
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            args = parser().parse_args(argv)
+        except SystemExit as done:  # --help
+            return int(done.code or 0)
+        return _run(args, argv)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from mlc.report import build
+    from mlc.report.runs import log_report_run, store_uri
+
+    opts = build.Options(
+        store=store_uri(args.tracking_uri, args.outputs),
+        store_option="--tracking-uri" if args.tracking_uri else "--outputs",
+        experiment=args.experiment, output=Path(args.output), group_by=_list(args.group_by, "--group-by"),
+        metrics=_list(args.metrics, "--metrics"), filter=args.filter, sweep=args.sweep, baseline=args.baseline,
+        runs=_list(args.runs, "--runs") if args.runs is not None else None, all_statuses=args.all_statuses,
+        argv=argv)
+    if not args.tracking_uri and not args.outputs and os.environ.get("MLC_OUTPUTS"):
+        opts.store_option = "--outputs (from $MLC_OUTPUTS)"
+    selection = build.select(opts)
+    written = build.write(selection, opts)
+    if args.no_log:
+        return 0
+    try:
+        tags = {"mlc.report.command": ("python -m mlc.report " + shlex.join(argv))[:5000],
+                "mlc.report.group_by": ",".join(opts.group_by), "mlc.report.runs": str(len(selection.records))}
+        run_id = log_report_run(selection.client, selection.experiment.experiment_id,
+                                build.report_name(selection, opts), opts.output, tags)
+    except Exception as err:  # the files are written; only the copy in MLflow failed
+        print(f"error: could not log the report run to {opts.store} ({type(err).__name__}: "
+              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); the report is in {opts.output}",
+              file=sys.stderr)
+        return 1
+    print(f"report run {run_id} in experiment {opts.experiment!r} ({len(written)} files logged as artifacts)")
+    return 0
