@@ -82,6 +82,22 @@ def evaluate_any(target: str, split: str, device: str) -> dict[str, float]:
     return evaluate_checkpoint(str(path), split, device)
 
 
+def per_class_table(scores) -> str:
+    """The per-class rows of a labelled scores file (``--per-class``), one line per class."""
+    from mlc.metrics import per_class_report
+
+    meta = scores.meta
+    rows = per_class_report(scores.scores, scores.labels, scores.class_names, float(meta.get("threshold", 0.5)),
+                            meta.get("thresholds"), meta.get("class_groups"))
+    keys = [k for k in rows[0] if k != "class" and (k != "group" or rows[0]["group"] is not None)]
+    width = max(5, *(len(r["class"]) for r in rows))
+    lines = [f"{'class':{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
+    for row in rows:
+        cells = [f"{row[k]:>9.4f}" if isinstance(row[k], float) else f"{row[k]!s:>9}" for k in keys]
+        lines.append(f"{row['class']:{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, dict[str, float]], every: bool = False) -> str:
     """A fixed-width table, one row per input: the metrics most users compare (``every``: all of them)."""
     keys = _columns(results)
@@ -116,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--json", action="store_true", help="print every metric as JSON (one object per input)")
     parser.add_argument("--all", action="store_true", help="the table shows every metric, not the usual ones")
+    parser.add_argument("--per-class", action="store_true",
+                        help="also one row per class of each scores file: support, AP, precision, recall, F1, F2")
     args = parser.parse_args(argv)
     results = {}
     try:
@@ -129,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(only, indent=2))
     else:
         print(format_table(results, every=args.all))
+    if args.per_class:
+        from mlc.scores import read_scores
+
+        for target in args.inputs:
+            if Path(target).suffix in (".csv", ".parquet"):
+                print(f"\n{target}:\n{per_class_table(read_scores(target))}")
     return 0
 
 

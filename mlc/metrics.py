@@ -272,3 +272,20 @@ def per_class_metrics(scores: np.ndarray, targets: np.ndarray,
             "f1": fbeta_from_counts(tp, fp, fn, 1.0).tolist(), "f2": fbeta_from_counts(tp, fp, fn, 2.0).tolist(),
             "ap": average_precisions(scores, targets).tolist(),
             "support": targets.sum(0).astype(int).tolist()}
+
+
+def per_class_report(scores: np.ndarray, targets: np.ndarray, class_names: Sequence[str], threshold: float = 0.5,
+                     thresholds: np.ndarray | None = None, class_groups: Sequence[str] | None = None) -> list[dict]:
+    """One row per class: its name, group, support, AP and precision/recall/F1/F2 at ``threshold`` (and F1 at
+    its tuned threshold when ``thresholds`` are given): the per-class table of a report or ``mlc evaluate``."""
+    at = per_class_metrics(scores, targets, threshold)
+    tuned = per_class_metrics(scores, targets, np.asarray(thresholds)) if thresholds is not None else None
+    rows = []
+    for k, name in enumerate(class_names):
+        row = {"class": str(name), "group": class_groups[k] if class_groups is not None else None,
+               "support": at["support"][k], "ap": at["ap"][k], "precision": at["precision"][k],
+               "recall": at["recall"][k], "f1": at["f1"][k], "f2": at["f2"][k]}
+        if tuned is not None:
+            row |= {"tuned_threshold": float(thresholds[k]), "tuned_f1": tuned["f1"][k], "tuned_f2": tuned["f2"][k]}
+        rows.append(row)
+    return rows

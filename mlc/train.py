@@ -184,7 +184,7 @@ def _finish_tracking(tracker, trainer: Trainer, result, settings) -> None:
     plot = plot_curves(result.history, trainer.run_dir / "curves.png", settings.monitor)
     tracker.log_artifact(plot)
     tracker.log_artifact(trainer.run_dir / "result.json")
-    for name in ("thresholds.json",):
+    for name in ("thresholds.json", "per_class_test.json"):
         if (trainer.run_dir / name).exists():
             tracker.log_artifact(trainer.run_dir / name)
     for path in sorted((trainer.run_dir / "scores").glob("*.csv*")):

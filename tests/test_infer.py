@@ -82,7 +82,21 @@ def test_the_trainers_own_scores_files_evaluate_to_the_logged_metrics(trained):
     client = MlflowClient(f"sqlite:///{trained['outputs']}/mlflow.db")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "scores")} == {
         "scores/test.csv", "scores/test.csv.json", "scores/val.csv", "scores/val.csv.json"}
-    assert {"thresholds.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"thresholds.json", "per_class_test.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Per-class AP and F1 with support, from the same scores (scikit-learn as the reference).
+    from sklearn.metrics import average_precision_score, f1_score
+
+    from mlc.scores import read_scores
+
+    scores = read_scores(run_dir / "scores" / "test.csv")
+    rows = json.loads((run_dir / "per_class_test.json").read_text())["classes"]
+    assert [r["class"] for r in rows] == scores.class_names
+    for k, row in enumerate(rows):
+        assert row["support"] == int(scores.labels[:, k].sum())
+        assert row["ap"] == pytest.approx(average_precision_score(scores.labels[:, k], scores.scores[:, k]))
+        assert row["f1"] == pytest.approx(f1_score(scores.labels[:, k], scores.scores[:, k] >= 0.5, zero_division=0))
+    table = mlc(["evaluate", str(run_dir / "scores" / "test.csv"), "--per-class"], trained["outputs"])
+    assert table.returncode == 0 and table.stdout.count("\n") == 2 + 2 + 1 + 6, table.stdout
     assert run.data.metrics["test/tuned/f1_macro"] == pytest.approx(trained["result"]["test"]["tuned/f1_macro"])
     assert "val/tuned/f1_macro" in run.data.metrics
     # The training-probability curves: mean probability of positive and negative labels per class group.

@@ -42,6 +42,14 @@ def test_three_trial_sweep_completes_and_is_summarised(outputs, data_cache):
     assert float(parent.data.params[f"{label}/loss.lam"]) == study.best_trial.params["loss.lam"]
     assert parent.data.metrics[f"{label}/value"] == study.best_value
     assert sorted(float(r.data.params["loss.lam"]) for r in children) == sorted(t.params["loss.lam"] for t in trials)
+    # The parent's own chart: each trial's value and the best so far, step = trial number.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    values = client.get_metric_history(parent.info.run_id, "trial/dataset.negative_ratio_0.5/value")
+    assert sorted((m.step, m.value) for m in values) == [(t.number, t.value) for t in trials]
+    best = client.get_metric_history(parent.info.run_id, "trial/dataset.negative_ratio_0.5/best")
+    assert max(best, key=lambda m: m.step).value == study.best_value
     assert all(r.data.params["dataset.negative_ratio"] == "0.5" for r in children)
     # The storage alone rebuilds the answer, with every trial on request.
     listed = run_cli([storage, "--trials"], outputs, None, module="mlc.sweeps")

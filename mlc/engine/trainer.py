@@ -37,7 +37,7 @@ from mlc.engine import checkpoint as ckpt
 from mlc.engine.distributed import DistContext, ShardSampler
 from mlc.engine.evaluation import SplitScores, evaluate, score_split
 from mlc.errors import MlcError, NonFiniteLossError, require
-from mlc.metrics import METRIC_NAMES, multilabel_metrics, tune_thresholds
+from mlc.metrics import METRIC_NAMES, multilabel_metrics, per_class_report, tune_thresholds
 from mlc.scores import write_scores
 
 log = logging.getLogger("mlc.trainer")
@@ -329,7 +329,8 @@ class Trainer:
                            loss_fn=self.loss_fn, num_workers=self.s.num_workers, autocast_dtype=self.autocast_dtype)
 
     def _write_scores(self, test: SplitScores, val: SplitScores | None, thresholds: np.ndarray | None) -> None:
-        """``thresholds.json`` and, with ``trainer.save_scores``, the scores files of the best checkpoint."""
+        """``thresholds.json``, ``per_class_test.json`` (AP, F1, ... with support per class) and, with
+        ``trainer.save_scores``, the scores files of the best checkpoint."""
         names = list(self.datasets["train"].class_names)
         meta = {"threshold": self.s.threshold, "class_groups": self.class_groups, "class_weights": self.class_weights,
                 "run_dir": str(self.run_dir.resolve()), "checkpoint": str((self.ckpt_dir / "best.pt").resolve()),
@@ -341,6 +342,8 @@ class Trainer:
             tuned = {k: meta[k] for k in ("thresholds_tuned_for", "thresholds_tuned_on")}
             _write_json(self.run_dir / "thresholds.json", {"class_names": names, **tuned,
                                                             "thresholds": thresholds.tolist()})
+        rows = per_class_report(test.probs, test.targets, names, self.s.threshold, thresholds, self.class_groups)
+        _write_json(self.run_dir / "per_class_test.json", {"split": "test", "epoch": self.best_epoch, "classes": rows})
         if self.s.save_scores:
             for split, scored in (("test", test), ("val", val)):
                 if scored is not None:

@@ -353,7 +353,7 @@ def _index(sel: Selection, opts: Options, table_md: str, diff_md: str | None, be
     groups = len(sel.summaries)
     lines = [
         f"# Report: {', '.join(keys)} on experiment '{opts.experiment}'", "",
-        "```", f"python -m mlc.report {shlex.join(opts.argv)}", "```", "",
+        "```", f"mlc report {shlex.join(opts.argv)}", "```", "",
         f"- store: {_code(opts.store)}, experiment {_code(opts.experiment)} (id {sel.experiment.experiment_id})",
         f"- runs: {len(sel.records)} ({'; '.join(selection)}) in {groups} group{'s' if groups != 1 else ''}",
         f"- made: {timestamp()}", "",

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m mlc.report", description="Tables (mean ± std over seeds, paired differences with "
+    p = _Parser(prog="mlc report", description="Tables (mean ± std over seeds, paired differences with "
                 "95% intervals) and figures from the training runs tracked in MLflow.",
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
     p.add_argument("--tracking-uri", help="MLflow tracking URI (wins over --outputs)")
@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.no_log:
         return 0
     try:
-        tags = {"mlc.report.command": ("python -m mlc.report " + shlex.join(argv))[:5000],
+        tags = {"mlc.report.command": ("mlc report " + shlex.join(argv))[:5000],
                 "mlc.report.group_by": ",".join(opts.group_by), "mlc.report.runs": str(len(selection.records))}
         run_id = log_report_run(selection.client, selection.experiment.experiment_id,
                                 build.report_name(selection, opts), opts.output, tags)
