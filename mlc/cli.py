@@ -14,7 +14,7 @@ import sys
 # command -> (module, extra leading arguments, one line of help)
 COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "train": ("mlc.train", (), "train one model (Hydra overrides: loss=any_bce dataset.negative_ratio=0.8 ...)"),
-    "sweep": ("mlc.train", ("-m",), "a multirun or an Optuna sweep (= train -m; e.g. experiment=demo)"),
+    "sweep": ("mlc.train", ("-m",), "a multirun or an Optuna sweep (= train -m); --workers N: N processes"),
     "infer": ("mlc.infer", (), "score a run (dir, checkpoint or MLflow id) on a split or new images -> scores file"),
     "evaluate": ("mlc.evaluate", (), "every metric of scores files (or runs), as a table or JSON"),
     "report": ("mlc.report", (), "tables (mean ± std over seeds, paired differences) and figures from MLflow runs"),
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: mlc {name}: no such command{hint}; `mlc --help` lists them", file=sys.stderr)
         return 2
     module, lead, _ = COMMANDS[name]
+    if name == "sweep" and any(a.split("=")[0] in ("--workers", "--gpus-per-worker") for a in rest):
+        from mlc.workers import main as workers
+
+        return workers(rest)  # N worker processes on this machine (mlc/workers.py)
     sys.argv = [f"mlc {name}", *lead, *rest]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -52,6 +52,8 @@ ATTR_TRACKING_URI, ATTR_PARENT_RUN = "mlc.tracking_uri", "mlc.parent_run_id"
 ATTR_RUN_DIR, ATTR_ERROR, ATTR_INTERRUPTED = "mlc.run_dir", "mlc.error", "mlc.interrupted"
 # Set when a trial is queued to continue an unfinished one: the checkpoint to resume, the trial it continues.
 ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
+# Set on a trial asked beyond n_trials by a worker that lost a race with another (never run, not a failure).
+ATTR_SURPLUS = "mlc.surplus"
 
 
 def open_storage(url: str, key: str = "hydra.sweeper.storage", heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
@@ -150,6 +152,31 @@ def enqueue_continuation(study: optuna.Study, trial: FrozenTrial) -> None:
     study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
     log.info("trial #%d of %s queued to continue%s", trial.number, study.study_name,
              f" from {attrs[ATTR_CHECKPOINT]}" if ATTR_CHECKPOINT in attrs else " (no checkpoint: from the start)")
+
+
+def within_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether ``trial``, just asked, is one of the study's first ``n_trials`` trials; else it is told FAIL
+    as surplus (``mlc.surplus``) and never runs.
+
+    Workers on one study count, then ask: two of them can both see room for the last trial. Trial
+    numbers are handed out atomically by the storage, so the trials that count — finished or running,
+    not surplus — with a smaller number than this one decide for every worker alike: a trial runs only
+    if fewer than ``n_trials`` of them precede it, and the study ends with exactly ``n_trials`` finished
+    trials (unless one fails: the workers then ask again). A trial that precedes this one and is itself
+    surplus but not yet marked has ``n_trials`` counted trials before it, so it changes no decision.
+    """
+    counted = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number
+               and (t.state in FINISHED or t.state == TrialState.RUNNING) and not t.user_attrs.get(ATTR_SURPLUS)]
+    if len(counted) < n_trials:
+        return True
+    trial.set_user_attr(ATTR_SURPLUS, True)
+    continues = study._storage.get_trial(trial._trial_id).user_attrs.get(ATTR_CONTINUES)
+    study.tell(trial, state=TrialState.FAIL)
+    if continues is not None:  # a queued continuation must not be lost to the race: queue it again
+        frozen = study._storage.get_trial(trial._trial_id)
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k in (ATTR_CONTINUES, ATTR_CHECKPOINT)}
+        study.enqueue_trial(dict(frozen.params), user_attrs=attrs, skip_if_exists=False)
+    return False
 
 
 def stale_trial_numbers(study: optuna.Study) -> list[int]:

@@ -9,8 +9,9 @@ any time, and trials whose process died can be closed, from the command line::
                                                                       # their MLflow runs -> KILLED
 
 A study's status: ``ok`` (it reached ``n_trials`` finished trials, or has a result and no target
-is known), ``incomplete`` (it has a result but fewer finished trials than asked), ``failed`` (no
-trial completed, or more failed than ``max_failure_rate`` allows), ``not run``.
+is known), ``all pruned`` (every trial was stopped by the pruner), ``incomplete`` (it has a result
+but fewer finished trials than asked), ``failed`` (no trial completed, or more failed than
+``max_failure_rate`` allows), ``not run``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,8 @@ class StudyResult:
         if self.interrupted and self.complete + self.pruned < (self.n_trials or 0):
             return "interrupted" if self.complete == 0 else "incomplete"
         if self.complete == 0:
+            if self.pruned and not self.failed:
+                return "all pruned"  # every trial stopped early: no result, but nothing went wrong
             return "failed" if self.failed else "interrupted" if self.interrupted else "not run"
         if self.failed / ran > self.max_failure_rate:
             return "failed"
@@ -83,13 +87,13 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
     import optuna
     from optuna.trial import TrialState
 
-    from mlc.studies import ATTR_INTERRUPTED, stale_trial_numbers
+    from mlc.studies import ATTR_INTERRUPTED, ATTR_SURPLUS, stale_trial_numbers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
     for ref in studies:
         study = optuna.load_study(study_name=ref.name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
+        trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(ATTR_SURPLUS)]  # never ran
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
         interrupted = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(ATTR_INTERRUPTED)) for t in trials)
@@ -130,7 +134,7 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
     """Write ``sweep_summary.{json,md,png}`` into ``sweep_dir``; return the text to print and the results."""
     results = load_results(studies, storage, max_failure_rate)
     table = format_table(results, monitor, searched)
-    (sweep_dir / f"{SUMMARY_STEM}.json").write_text(json.dumps({
+    _write_atomic(sweep_dir / f"{SUMMARY_STEM}.json", json.dumps({
         "monitor": monitor, "direction": direction, "storage": storage_url, "searched": searched,
         "studies": [{"name": r.name, "fixed": r.fixed, "status": r.status, "best_params": r.best_params,
                      "best_value": r.best_value, "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
@@ -152,7 +156,7 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
         mlflow_line,
         f"Sweep dir: {sweep_dir}  (trial runs 0..N, {SUMMARY_STEM}.md/.json{'/.png' if plot else ''})",
     ])
-    (sweep_dir / f"{SUMMARY_STEM}.md").write_text(f"```\n{text}\n```\n")
+    _write_atomic(sweep_dir / f"{SUMMARY_STEM}.md", f"```\n{text}\n```\n")
     return text, results
 
 
@@ -179,9 +183,18 @@ def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[s
     ax.set(xlabel=key, ylabel=monitor, title=f"{monitor} per trial (star: best of each study)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    os.replace(tmp, path)
     return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Workers sharing a sweep directory each write the summary: a reader sees one whole version."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _fmt(x: Any) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from mlc.stores import check_database_url, opening
 log = logging.getLogger("mlc.tracking")
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+# Set by `mlc sweep --workers N` for its workers: the parent run it owns (workers attach, never end it).
+SHARED_PARENT_ENV = "MLC_SWEEP_PARENT_RUN"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 SWEEP_SUMMARY_GLOB = "sweep_summary*"
@@ -129,7 +132,8 @@ class MLflowTracker:
 
         self.settings = settings
         uri = settings.tracking_uri
-        if uri.startswith(("http://", "https://")):
+        self.uses_server = uri.startswith(("http://", "https://"))
+        if self.uses_server:
             _probe_server(uri)
         else:
             Path(settings.artifact_root).mkdir(parents=True, exist_ok=True)
@@ -152,9 +156,12 @@ class MLflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        # Through a tracking server the experiment takes the server's artifact root (mlflow-artifacts:/<id>
+        # when it proxies artifacts), so that log_artifact uploads over HTTP; a local artifact_root would
+        # have this client write artifacts to its own disk instead.
+        where = {} if self.uses_server else {"artifact_location": Path(self.settings.artifact_root).resolve().as_uri()}
         try:
-            return self.client.create_experiment(name, artifact_location=Path(self.settings.artifact_root)
-                                                 .resolve().as_uri())
+            return self.client.create_experiment(name, **where)
         except MlflowException:  # created concurrently by another process
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -234,21 +241,23 @@ class MultirunTracking(Callback):
         if not settings.enabled:
             return
         sweep_dir = Path(config.hydra.sweep.dir)
+        if os.environ.get(SHARED_PARENT_ENV):  # a worker of `mlc sweep --workers N`: the launcher owns the parent
+            if parent_run_id(sweep_dir) != os.environ[SHARED_PARENT_ENV]:
+                from mlc.config import report_and_exit
+
+                report_and_exit(MlcError(f"{sweep_dir / PARENT_RUN_FILE} does not name the parent run "
+                                         f"{os.environ[SHARED_PARENT_ENV]} of this sweep's workers"), 2)
+            return
+        choices = OmegaConf.to_container(config.hydra.runtime.choices)
+        search = choices.get("hparams_search") or "multirun"
         try:  # without its parent run a sweep would orphan its trials: stop before the first one
-            self.tracker = MLflowTracker(settings)
+            self.tracker = start_sweep_parent(settings, sweep_dir, f"{search}-{sweep_dir.name}",
+                                              list(config.hydra.overrides.task))
         except MlcError as err:
             from mlc.config import report_and_exit
 
             report_and_exit(err, 2)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        choices = OmegaConf.to_container(config.hydra.runtime.choices)
-        search = choices.get("hparams_search") or "multirun"
-        run_id = self.tracker.start(
-            run_name=f"{search}-{sweep_dir.name}",
-            tags={"mlc.kind": "sweep", "mlc.sweep_dir": str(sweep_dir.resolve()),
-                  "mlc.overrides": " ".join(config.hydra.overrides.task), **git_tags()})
-        (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
-        log.info("MLflow parent run %s (experiment %r)", run_id, settings.experiment)
+        log.info("MLflow parent run %s (experiment %r)", self.tracker.run_id, settings.experiment)
         atexit.register(self._end, "FAILED", "the multirun did not finish")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -265,24 +274,39 @@ class MultirunTracking(Callback):
         self._end(status, OUTCOME.message or None)
 
     def _attach_summary(self, sweep_dir: Path) -> None:
-        for path in sorted(sweep_dir.glob(SWEEP_SUMMARY_GLOB)):
-            self.tracker.log_artifact(path)
-        summary = sweep_dir / "sweep_summary.json"
-        if summary.exists():  # the best parameters and value of each study, visible in the runs table
-            params, metrics = {}, {}
-            for study in json.loads(summary.read_text())["studies"]:
-                # MLflow keys allow letters, digits, _ - . space : / (no comma or =)
-                label = "/".join(p for p in ("best", study_label(study["fixed"])) if p)
-                params |= {f"{label}/{k}": v for k, v in study["best_params"].items()}
-                if study["best_value"] is not None:
-                    metrics[f"{label}/value"] = study["best_value"]
-            self.tracker.log_params(params)
-            self.tracker.log_metrics(metrics)
+        attach_sweep_summary(self.tracker, sweep_dir)
 
     def _end(self, status: str, error: str | None = None) -> None:
         if self.tracker is not None:
             self.tracker.end(status, error)
             self.tracker = None
+
+
+def start_sweep_parent(settings: TrackingSettings, sweep_dir: Path, run_name: str, overrides: list[str],
+                       **tags: str) -> MLflowTracker:
+    """The MLflow parent run of a multirun, its id written into the sweep directory for the trials."""
+    tracker = MLflowTracker(settings)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    run_id = tracker.start(run_name=run_name, tags={"mlc.kind": "sweep", "mlc.sweep_dir": str(sweep_dir.resolve()),
+                                                    "mlc.overrides": " ".join(overrides), **tags, **git_tags()})
+    (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
+    return tracker
+
+
+def attach_sweep_summary(tracker: MLflowTracker, sweep_dir: Path) -> None:
+    for path in sorted(sweep_dir.glob(SWEEP_SUMMARY_GLOB)):
+        tracker.log_artifact(path)
+    summary = sweep_dir / "sweep_summary.json"
+    if summary.exists():  # the best parameters and value of each study, visible in the runs table
+        params, metrics = {}, {}
+        for study in json.loads(summary.read_text())["studies"]:
+            # MLflow keys allow letters, digits, _ - . space : / (no comma or =)
+            label = "/".join(p for p in ("best", study_label(study["fixed"])) if p)
+            params |= {f"{label}/{k}": v for k, v in study["best_params"].items()}
+            if study["best_value"] is not None:
+                metrics[f"{label}/value"] = study["best_value"]
+        tracker.log_params(params)
+        tracker.log_metrics(metrics)
 
 
 def study_label(fixed: dict) -> str:

@@ -35,6 +35,7 @@ from mlc.engine.checkpoint import check_resumable
 from mlc.engine.distributed import DistContext
 from mlc.engine.trainer import Trainer, TrainingInterrupted
 from mlc.errors import CheckpointError, ConfigError, MlcError, config_scope
+from mlc.pruning import TrialPruned, reporter_from_env
 from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 
 log = logging.getLogger("mlc")
@@ -118,7 +119,8 @@ def _prepare(cfg: DictConfig, checked, dist: DistContext) -> tuple:
                       optimizer_factory=checked.build_optimizer, scheduler_factory=checked.scheduler,
                       datasets=datasets, run_dir=run_dir, dist=dist,
                       seed=int(cfg.seed), tracker=tracker, config=resolved, loss_name=loss_name,
-                      class_weights=getattr(source, "class_weights", None), epoch_order=epoch_order)
+                      class_weights=getattr(source, "class_weights", None), epoch_order=epoch_order,
+                      callbacks=[c for c in (reporter_from_env(settings.monitor, dist.is_main),) if c is not None])
     if resume_state is not None:
         trainer.restore(resume_state)
     return trainer, tracker, resolved, stats, resume_state, loss_name
@@ -135,6 +137,12 @@ def _fit(cfg: DictConfig, checked, dist: DistContext, trainer: Trainer, tracker,
              dist.world_size, dist.device, trainer.run_dir)
     try:
         result = trainer.fit()
+    except TrialPruned as err:  # the sweeper records the trial PRUNED; the run's checkpoints are complete
+        with contextlib.suppress(MlcError):
+            tracker.set_tags({"mlc.pruned": "true"})
+            tracker.end("KILLED", str(err))
+        log.info("%s", err)
+        raise
     except (TrainingInterrupted, KeyboardInterrupt) as err:
         with contextlib.suppress(MlcError):  # the run's own error is the one to report
             tracker.end("KILLED", str(err) or type(err).__name__)

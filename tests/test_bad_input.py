@@ -133,6 +133,8 @@ CASES = {
     "sweep-study-other-config": Case([*SWEEP, "hydra.sweeper.study_name={study}", "loss.gamma=1.5"],
                                      "error: hydra.sweeper.study_name='{study}[dataset.negative_ratio=0.5]': this "
                                      "study was run with another config (loss.gamma=2.0 there, 1.5 now)"),
+    "sweep-pruner-target": Case([*SWEEP, "hydra.sweeper.pruner._target_=os.system"],
+                                "error: hydra.sweeper.pruner._target_='os.system': must be one of optuna.pruners."),
     "sweep-n-trials": Case([*SWEEP, "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0: must be an integer"),
     "sweeps-cli-typo-path": Case(["sqlite:///{outputs}/optuan.db"],
                                  "error: storage='sqlite:///{outputs}/optuan.db': no such database file",

@@ -27,6 +27,7 @@ def test_three_trial_sweep_completes_and_is_summarised(outputs, data_cache):
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(0.001 <= t.params["loss.lam"] <= 0.5 for t in trials)
+    assert all(max(t.intermediate_values.values()) == t.value for t in trials)  # each epoch reported to Optuna
     # The printed table and the summary file report the study's best trial.
     assert "best loss.lam" in result.stdout and f"{study.best_trial.params['loss.lam']:.4g}" in result.stdout
     (sweep_dir,) = outputs.glob("multirun/*/*")

@@ -53,13 +53,15 @@ log = logging.getLogger("mlc.sweep")
 class StudyGridSweeper(Sweeper):
     def __init__(self, study_grid: DictConfig, sampler: DictConfig, direction: str, storage: str | None,
                  study_name: str | None, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 1.0,
-                 params: DictConfig | None = None, heartbeat_interval: int = 10, grace_period: int = 60) -> None:
+                 params: DictConfig | None = None, heartbeat_interval: int = 10, grace_period: int = 60,
+                 pruner: DictConfig | None = None) -> None:
         self.study_grid = _flatten_leaves(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
         self.sampler_cfg, self.direction, self.storage = sampler, str(direction), storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = _flatten_leaves(OmegaConf.to_container(params, resolve=True) if params else {})
+        self.pruner = OmegaConf.to_container(pruner, resolve=True) if pruner else None
         self.config: DictConfig | None = None
         self._parent: Any = None
 
@@ -117,7 +119,6 @@ class StudyGridSweeper(Sweeper):
                                            grace_period=self.grace_period, on_stale=self.stale)
         distributions, fixed_args = search_space(self.params, arguments)
         studies = self._plan(distributions, arguments)  # every study checked before the first trial
-        self.job_idx = _next_job_number(sweep_dir)
         previous = _stop_on_sigterm()
         interrupted: str | None = None
         try:
@@ -190,6 +191,7 @@ class StudyGridSweeper(Sweeper):
         """(StudyRef, optuna.Study) per grid point, created or loaded (the preflight checked their configs)."""
         import optuna
 
+        from mlc.pruning import build_pruner
         from mlc.studies import TrialSeededSampler
         from mlc.sweeps import StudyRef
 
@@ -200,7 +202,8 @@ class StudyGridSweeper(Sweeper):
             sampler = TrialSeededSampler(lambda s: instantiate(self.sampler_cfg, **({} if s is None else {"seed": s})),
                                          seed)
             study = optuna.create_study(study_name=name, storage=self.optuna_storage, sampler=sampler,
-                                        direction=self.direction, load_if_exists=True)
+                                        pruner=build_pruner(self.pruner), direction=self.direction,
+                                        load_if_exists=True)
             if study.user_attrs.get("mlc.config") is None:
                 study.set_user_attr("mlc.config", shared)
                 study.set_user_attr("mlc.grace_period", self.grace_period)
@@ -209,7 +212,7 @@ class StudyGridSweeper(Sweeper):
 
     def _run_study(self, study: Any, ref: Any, distributions: dict, fixed_args: list[str]) -> str | None:
         """Run the trials ``study`` still needs; the reason if the sweep was interrupted, else None."""
-        from mlc.studies import continue_unfinished, fail_stale
+        from mlc.studies import continue_unfinished, fail_stale, within_budget
 
         fail_stale(study, self.stale)
         continue_unfinished(study)
@@ -227,8 +230,12 @@ class StudyGridSweeper(Sweeper):
             room = min(budget, int(self.n_jobs), self.n_trials - live["finished"] - live["running"])
             if room <= 0:
                 break
-            trials = [study.ask(distributions) for _ in range(room)]
+            asked = [study.ask(distributions) for _ in range(room)]
+            trials = [t for t in asked if within_budget(study, t, self.n_trials)]  # another worker may be faster
             budget -= room
+            if not trials:
+                log.info("  another worker took the last trial of %s", ref.name)
+                break
             reason = self._run_trials(study, trials, ref, fixed_args)
             if reason:
                 return reason
@@ -243,6 +250,7 @@ class StudyGridSweeper(Sweeper):
         from optuna.trial import TrialState
 
         from mlc.engine.trainer import TrainingInterrupted
+        from mlc.pruning import TRIAL_ENV, TrialPruned, trial_env
         from mlc.studies import (
             ATTR_CHECKPOINT,
             ATTR_ERROR,
@@ -257,31 +265,35 @@ class StudyGridSweeper(Sweeper):
         from mlc.tracking import parent_run_id
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        first_job = _claim_job_numbers(sweep_dir, len(trials))
         tracking_uri = (OmegaConf.select(self.config, "tracking.tracking_uri")
                         if OmegaConf.select(self.config, "tracking.enabled", default=False) else None)
         overrides = []
         for offset, trial in enumerate(trials):
             job = [*fixed_args, *(f"{k}={v}" for k, v in ref.fixed.items()),
                    *(f"{k}={v}" for k, v in trial.params.items())]
+            # The trial's Optuna identity for the training process (its epochs' values, pruning): by env,
+            # so it reaches the job whatever the launcher and stays out of the task config.
+            job.append(f"+hydra.job.env_set.{TRIAL_ENV}=" + _quote(trial_env(str(self.storage), study.study_name,
+                                                                             trial.number, self.pruner)))
             checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
             if checkpoint:  # an interrupted or dead trial, continued from its checkpoint (in its own run dir)
                 job.append(f"trainer.resume={checkpoint}")
-            run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(self.job_idx + offset)
-            attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(self.job_idx + offset),
+            run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(first_job + offset)
+            attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(first_job + offset),
                      ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_TRACKING_URI: tracking_uri,
                      ATTR_PARENT_RUN: parent_run_id(sweep_dir)}
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             overrides.append(tuple(job))
-            log.info("  trial #%d (job %d): %s", trial.number, self.job_idx + offset,
+            log.info("  trial #%d (job %d): %s", trial.number, first_job + offset,
                      " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
         pending = {t.number: t for t in trials}
         try:
             with ExitStack() as beats:
                 for trial in trials:
                     beats.enter_context(heartbeat(study._storage, trial))
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            self.job_idx += len(returns)
+                returns = self.launcher.launch(overrides, initial_job_idx=first_job)
             interrupted = None
             for trial, ret in zip(trials, returns, strict=True):
                 try:
@@ -290,6 +302,9 @@ class StudyGridSweeper(Sweeper):
                     value = float(ret.return_value)
                     if not math.isfinite(value):
                         raise ValueError(f"the trial returned {value}")
+                except TrialPruned as err:  # stopped by the pruner at an epoch boundary: counts towards n_trials
+                    study.tell(trial, state=TrialState.PRUNED)
+                    log.info("  trial #%d: %s", trial.number, err)
                 except TrainingInterrupted as err:  # "interrupted (SIGINT) at epoch 2, step 6; resume with ..."
                     interrupted = interrupted or f"{str(err).split(';')[0]} in trial #{trial.number} of {ref.name}"
                     trial.set_user_attr(ATTR_INTERRUPTED, True)
@@ -309,7 +324,6 @@ class StudyGridSweeper(Sweeper):
             for trial in pending.values():
                 trial.set_user_attr(ATTR_INTERRUPTED, True)
                 study.tell(trial, state=TrialState.FAIL)
-            self.job_idx += len(trials)
             return f"interrupted (KeyboardInterrupt) in trial #{min(pending, default=trials[0].number)} of {ref.name}"
 
     # -- checks before any trial ------------------------------------------------------------------
@@ -346,6 +360,9 @@ class StudyGridSweeper(Sweeper):
         if self.study_name is not None and (not isinstance(self.study_name, str) or not self.study_name.strip()):
             raise ConfigError("hydra.sweeper.study_name", self.study_name, "must be a non-empty name, or null")
         check_database_url(self.storage, "hydra.sweeper.storage")
+        from mlc.pruning import build_pruner
+
+        build_pruner(self.pruner)  # an unknown pruner or a bad field fails before any trial
 
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
@@ -421,11 +438,16 @@ def _parse(arguments: list[str]) -> list[Override]:
 def _counts(study: Any) -> dict[str, int]:
     from optuna.trial import TrialState
 
-    from mlc.studies import FINISHED
+    from mlc.studies import ATTR_SURPLUS, FINISHED
 
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = [t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(ATTR_SURPLUS)]
     return {"finished": sum(s in FINISHED for s in states), "running": states.count(TrialState.RUNNING),
             "failed": states.count(TrialState.FAIL)}
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value that stays one string (JSON, URLs) whatever characters it holds."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _best_value(study: Any) -> float | None:
@@ -433,6 +455,21 @@ def _best_value(study: Any) -> float | None:
         return float(study.best_value)
     except ValueError:  # no complete trial yet
         return None
+
+
+def _claim_job_numbers(sweep_dir: Path, count: int) -> int:
+    """The first of ``count`` consecutive job numbers whose folders this process created: ``mkdir`` is
+    atomic, so workers sharing a sweep directory never get the same trial folder."""
+    while True:
+        first, made = _next_job_number(sweep_dir), []
+        try:
+            for k in range(count):
+                (sweep_dir / str(first + k)).mkdir()
+                made.append(sweep_dir / str(first + k))
+            return first
+        except FileExistsError:  # another worker claimed it first: release ours and look again
+            for folder in made:
+                folder.rmdir()
 
 
 def _next_job_number(sweep_dir: Path) -> int:

@@ -116,10 +116,12 @@ class Trainer:
                  scheduler_factory: Callable[..., torch.optim.lr_scheduler.LRScheduler],
                  datasets: dict[str, MultiLabelDataset], run_dir: Path, dist: DistContext, seed: int,
                  tracker: Any, config: dict | None = None, loss_name: str = "loss",
-                 class_weights: list[float] | None = None, epoch_order: EpochOrder | None = None):
+                 class_weights: list[float] | None = None, epoch_order: EpochOrder | None = None,
+                 callbacks: list[Any] | None = None):
         self.s, self.dist, self.seed, self.tracker = settings, dist, seed, tracker
         self.datasets, self.config, self.loss_name = datasets, config or {}, loss_name
         self.class_weights = class_weights
+        self.callbacks = list(callbacks or [])  # objects with on_epoch_end(trainer, record), e.g. pruning
         self.class_groups = class_groups(datasets["train"].stats().class_counts)
         self.device = dist.device
         self.autocast_dtype = PRECISIONS[settings.precision]
@@ -292,6 +294,8 @@ class Trainer:
                      "| %.1fs, %.0f img/s%s", epoch + 1, self.s.max_epochs, record["train/loss"],
                      val["f1_macro"], val["f2_macro"], val["map"], val["f1_neg"], val["loss"], train_seconds,
                      record["train/samples_per_s"], f"  * best {self.s.monitor}" if improved else "")
+        for callback in self.callbacks:  # after the checkpoints: a callback that stops the run loses nothing
+            callback.on_epoch_end(self, record)
 
     def _test_best(self) -> dict[str, float]:
         """Test metrics of the best checkpoint: at ``trainer.threshold``, and (``trainer.tune_thresholds``)

@@ -1,0 +1,194 @@
+"""``mlc sweep --workers N [--gpus-per-worker G] [overrides]``: N sweep processes filling the same studies.
+
+Each worker is an ordinary ``mlc sweep`` (``python -m mlc.train -m``) on the same sweep directory and
+Optuna storage: it asks for its next trial when it is free, so there is no batch barrier, and the
+storage hands out trial numbers atomically, so the studies end with exactly ``n_trials`` finished
+trials (``mlc.studies.within_budget``) and no parameters are proposed twice (each trial's sampler is
+seeded by its number). This process owns the sweep's one MLflow parent run: it opens it before the
+workers start (they attach to it through the sweep directory), and ends it when the last one exits,
+with the sweep summary the last worker wrote. With GPUs, worker i sees only its own devices
+(``CUDA_VISIBLE_DEVICES``, ``--gpus-per-worker`` of them).
+
+The same workers can be started by hand, on one machine or several, against one storage URL
+(README, "Scaling out"); this command is the one-machine shortcut.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def parse(argv: list[str]) -> tuple[int, int | None, list[str]]:
+    """(workers, GPUs per worker or None, the remaining sweep arguments) from ``mlc sweep``'s arguments."""
+    workers, gpus, rest, i = 1, None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in ("--workers", "--gpus-per-worker"):
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{name} needs a number")
+                value, i = argv[i + 1], i + 1
+            if not value.isdigit():
+                raise ValueError(f"{name}={value!r}: must be a whole number")
+            if name == "--workers":
+                workers = int(value)
+            else:
+                gpus = int(value)
+        else:
+            rest.append(arg)
+        i += 1
+    if workers < 1:
+        raise ValueError(f"--workers={workers}: must be at least 1")
+    return workers, gpus, rest
+
+
+def device_sets(workers: int, gpus_per_worker: int | None) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each worker (None: leave the environment as it is, e.g. no GPU)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d for d in visible.split(",") if d.strip()]
+    else:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())]
+    if gpus_per_worker is None:
+        if not devices:
+            return [None] * workers
+        gpus_per_worker = max(1, len(devices) // workers)
+    if gpus_per_worker == 0:
+        return [""] * workers  # CPU workers even on a GPU machine
+    if gpus_per_worker * workers > len(devices):
+        raise ValueError(f"--workers={workers} × --gpus-per-worker={gpus_per_worker} needs "
+                         f"{gpus_per_worker * workers} GPUs; {len(devices)} visible"
+                         + ("" if devices else " (none here: --gpus-per-worker 0 runs them on the CPU)"))
+    return [",".join(devices[i * gpus_per_worker:(i + 1) * gpus_per_worker]) for i in range(workers)]
+
+
+def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
+    from mlc.config import check_before_hydra, compose_config
+    from mlc.errors import MlcError
+    from mlc.stores import sqlite_file
+    from mlc.tracking import SHARED_PARENT_ENV, attach_sweep_summary, start_sweep_parent, tracking_settings
+
+    sweep_args = ["-m", *args]
+    error, code, _ = check_before_hydra(sweep_args)  # typos and the outputs folder, before anything starts
+    if error:
+        return _fail(error.removeprefix("error: "), code)
+    cfg = compose_config([a for a in args if not _is_sweep_value(a)], hydra=True)
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not target.endswith("StudyGridSweeper"):
+        return _fail(f"--workers={workers}: needs an Optuna sweep (hparams_search=<preset>, mlc's study_grid "
+                     f"sweeper); this command's sweeper is {target or 'none'}")
+    storage = OmegaConf.select(cfg, "hydra.sweeper.storage")
+    if not storage or (str(storage).startswith("sqlite") and sqlite_file(str(storage)) is None):
+        return _fail(f"--workers={workers}: the workers need a storage they share (hydra.sweeper.storage is "
+                     f"{storage!r}): a SQLite file or a PostgreSQL URL")
+    try:
+        devices = device_sets(workers, gpus_per_worker)
+    except ValueError as err:
+        return _fail(str(err))
+    sweep_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")))
+    settings = tracking_settings(cfg)
+    tracker = None
+    env = dict(os.environ)
+    if settings.enabled:
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        try:
+            tracker = start_sweep_parent(settings, sweep_dir, f"{choices.get('hparams_search') or 'sweep'}-"
+                                         f"{sweep_dir.name}", args, **{"mlc.workers": str(workers)})
+        except MlcError as err:
+            return _fail(str(err))
+        env[SHARED_PARENT_ENV] = tracker.run_id
+    print(f"{workers} workers on {storage}; sweep dir {sweep_dir}"
+          + (f"; MLflow parent run {tracker.run_id}" if tracker else ""), flush=True)
+    procs = []
+    for visible in devices:
+        worker_env = env | ({"CUDA_VISIBLE_DEVICES": visible} if visible is not None else {})
+        cmd = [sys.executable, "-m", "mlc.train", *sweep_args, f"hydra.sweep.dir={_quote(str(sweep_dir))}"]
+        procs.append(subprocess.Popen(cmd, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, bufsize=1))
+    pumps = [threading.Thread(target=_pump, args=(p, f"[worker {i}] "), daemon=True) for i, p in enumerate(procs)]
+    for pump in pumps:
+        pump.start()
+    codes = _wait(procs)
+    for pump in pumps:
+        pump.join(timeout=5)
+    code = 130 if 130 in codes else max(codes)
+    if tracker is not None:
+        try:
+            attach_sweep_summary(tracker, sweep_dir)
+        except MlcError as err:
+            print(f"warning: could not attach the sweep summary to the parent run: {err}", file=sys.stderr)
+        status = {0: "FINISHED", 130: "KILLED"}.get(code, "FAILED")
+        tracker.end(status, None if code == 0 else f"worker exit codes {codes}")
+    summary = sweep_dir / "sweep_summary.md"
+    if summary.exists():
+        print(summary.read_text().strip().strip("`").strip(), flush=True)
+    if code:
+        print(f"error: {sum(c != 0 for c in codes)} of {workers} workers ended with an error (exit codes "
+              f"{codes}); run the same command to continue", file=sys.stderr)
+    return code
+
+
+def _wait(procs: list[subprocess.Popen]) -> list[int]:
+    """Wait for every worker. Ctrl-C reaches them from the terminal by itself; SIGTERM is passed on."""
+    def forward(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return [p.wait() for p in procs]
+            except KeyboardInterrupt:  # the workers got it too: they stop after their step and exit 130
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _pump(proc: subprocess.Popen, prefix: str) -> None:
+    for line in proc.stdout:
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
+
+
+def _is_sweep_value(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if arg.startswith("-"):
+        return True
+    try:
+        return OverridesParser.create().parse_overrides([arg])[0].is_sweep_override()
+    except Exception:  # Hydra's own parser will name it when the workers start
+        return True
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        workers, gpus, rest = parse(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as err:
+        return _fail(str(err))
+    return run(workers, gpus, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
