@@ -8,10 +8,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlc-installed
 UI_PORT ?= 5000
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5000
 OUTPUTS ?= $(or $(MLC_OUTPUTS),outputs)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast ui bench lint clean
+.PHONY: help install demo test test-fast ui server bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +42,10 @@ test-fast: install ## unit tests only (skips end-to-end subprocess runs)
 
 ui: install ## MLflow dashboard on http://127.0.0.1:5000 (UI_PORT=...) over the store in outputs/
 	$(PY) -m mlc.ui --outputs $(OUTPUTS) --port $(UI_PORT)
+
+# SERVER_FLAGS="--backend-store-uri postgresql://user@host/db --artifacts-destination /shared/mlartifacts" ...
+server: install ## shared MLflow tracking server for runs and sweeps on 127.0.0.1:5000 (SERVER_PORT=...)
+	$(PY) -m mlc.ui --serve --outputs $(OUTPUTS) --host $(SERVER_HOST) --port $(SERVER_PORT) $(SERVER_FLAGS)
 
 bench: install ## benchmarks (ratios against a baseline measured in the same run) -> experiments/benchmarks/
 	$(PY) -m mlc.bench

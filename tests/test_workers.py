@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -58,27 +59,35 @@ def test_worker_options_and_devices(monkeypatch):
 
 @pytest.mark.slow
 def test_two_workers_fill_one_study_to_exactly_n_trials_under_one_parent_run(outputs, data_cache):
+    """With a pruner that stops every trial after its first epoch (F1 never reaches 2), which also
+    tests pruning across worker processes: PRUNED in Optuna, counted towards n_trials, KILLED + tagged
+    in MLflow, checkpoints of epoch 1 complete."""
     args = ["sweep", "--workers", "2", "hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.n_trials=3",
-            "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]", "trainer.max_epochs=1", *SMALL,
-            f"paths.cache={data_cache}"]
+            "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]", "trainer.max_epochs=3", *SMALL,
+            "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0", f"paths.cache={data_cache}"]
     result = subprocess.run([sys.executable, "-m", "mlc.cli", *args], cwd=ROOT, env=cli_env(outputs),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[worker 0]" in result.stdout and "[worker 1]" in result.stdout
+    assert "pruned by ThresholdPruner at epoch 1" in result.stdout and "all pruned" in result.stdout
     storage = f"sqlite:///{outputs}/optuna.db"
     (summary,) = optuna.get_all_study_summaries(storage)
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
     counted = [t for t in trials if not t.user_attrs.get(ATTR_SURPLUS)]
-    assert [t.state for t in counted] == [TrialState.COMPLETE] * 3  # exactly n_trials; none failed or left running
+    assert [t.state for t in counted] == [TrialState.PRUNED] * 3  # exactly n_trials; none failed or left running
+    assert all(list(t.intermediate_values) == [1] for t in counted)  # epoch 1 reported, then stopped
     assert all(t.state == TrialState.FAIL for t in trials if t.user_attrs.get(ATTR_SURPLUS))
     assert len({t.params["loss.lam"] for t in counted}) == 3
     runs = mlflow_runs(outputs, "lambda_vs_negative_ratio")
     (parent,) = [r for r in runs if r.data.tags.get("mlc.kind") == "sweep"]
     assert parent.info.status == "FINISHED" and parent.data.tags["mlc.workers"] == "2"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+    assert len(children) == 3 and all(r.info.status == "KILLED" and r.data.tags["mlc.pruned"] == "true"
+                                      for r in children)
     assert sorted(r.data.tags["mlc.job_num"] for r in children) == ["0", "1", "2"]  # one folder per trial
-    assert f"{summary.study_name.split('[')[0]}" in result.stdout and "3/3" in result.stdout
+    for r in children:
+        assert (Path(r.data.tags["mlc.run_dir"]) / "checkpoints" / "last.pt").is_file()
+    assert "3/3" in result.stdout
 
 
 def test_workers_need_an_optuna_sweep_and_a_shared_storage(outputs):
