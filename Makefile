@@ -13,7 +13,7 @@ SERVER_PORT ?= 5000
 OUTPUTS ?= $(or $(MLC_OUTPUTS),outputs)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast ui server bench lint clean
+.PHONY: help install demo sweep test test-fast ui server bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt --no-deps hydra-optuna-sweeper $(PIP_QUIET)
 	@touch $(STAMP)
 	@echo "installed: $$($(PY) -c 'import torch, optuna, mlflow; print("torch", torch.__version__, "| optuna", optuna.__version__, "| mlflow", mlflow.__version__)')"
+
+WORKERS ?= 2
+sweep: install ## a sweep filled by WORKERS processes (ARGS="hparams_search=lambda_vs_negative_ratio ...")
+	$(PY) -m mlc.cli sweep --workers $(WORKERS) $(ARGS)
 
 demo: install ## the main job: a small λ-vs-negative-ratio Optuna sweep on the built-in digits data
 	$(PY) -m mlc.train -m experiment=demo

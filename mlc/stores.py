@@ -94,8 +94,15 @@ def file_lock(path: Path) -> Iterator[None]:
 def opening(url: str) -> Iterator[None]:
     """Hold the store's creation lock while the caller builds its store object on ``url``.
 
-    A no-op for non-SQLite URLs (their servers serialise schema creation themselves).
+    SQLite: a ``flock`` on ``<db>.lock``, then WAL journaling. PostgreSQL: a session advisory lock on
+    the server — Optuna and MLflow create their tables without one, and two processes building them
+    at once in an empty database collide (``duplicate key ... pg_type_typname_nsp_index``). Other
+    URLs: nothing.
     """
+    if url.startswith("postgresql"):
+        with _postgres_lock(url):
+            yield
+        return
     path = sqlite_file(url)
     if path is None:
         yield
@@ -130,3 +137,30 @@ def os_error_reason(err: OSError) -> str:
     name = errno.errorcode.get(err.errno or 0)
     text = os.strerror(err.errno) if err.errno else str(err)
     return f"{text[:1].lower()}{text[1:]} ({name})" if name else text
+
+
+SCHEMA_LOCK_KEY = 0x6D6C63  # "mlc": the advisory lock every mlc process takes while building a store's schema
+
+
+@contextmanager
+def _postgres_lock(url: str) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock ``SCHEMA_LOCK_KEY`` for the block (released when the block ends or
+    the connection drops). A server that cannot be reached is left to the caller to report."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        conn = engine.connect()
+    except Exception:  # the store's own open names the reason (refused, bad credentials, no database)
+        engine.dispose()
+        yield
+        return
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        yield
+    finally:
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        finally:
+            conn.close()
+            engine.dispose()

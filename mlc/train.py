@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -41,10 +42,47 @@ from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
 log = logging.getLogger("mlc")
 
 
+@dataclass
+class RunContext:
+    """What a run needs to know about how Hydra launched it: its folder, the config choices, the command
+    line and, in a multirun, its sweep and job number. Read from Hydra in the job process; handed as
+    a plain value to the ranks of a ``trainer.nproc`` run, which Hydra did not start."""
+
+    output_dir: str
+    choices: dict
+    overrides: list
+    multirun: bool = False
+    sweep_dir: str | None = None
+    job_num: int | None = None
+    output_subdir: str | None = None
+    job_name: str = "train"
+
+    @classmethod
+    def from_hydra(cls) -> RunContext:
+        if not HydraConfig.initialized():
+            return cls(output_dir=os.getcwd(), choices={}, overrides=[])
+        h = HydraConfig.get()
+        multirun = h.mode == RunMode.MULTIRUN
+        return cls(output_dir=str(h.runtime.output_dir), choices=dict(h.runtime.choices),
+                   overrides=list(h.overrides.task), multirun=multirun,
+                   sweep_dir=str(h.sweep.dir) if multirun else None, job_num=int(h.job.num) if multirun else None,
+                   output_subdir=h.output_subdir, job_name=str(h.job.name))
+
+
+_CONTEXT: RunContext | None = None  # set in the ranks of a trainer.nproc run
+
+
+def context() -> RunContext:
+    return _CONTEXT if _CONTEXT is not None else RunContext.from_hydra()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    multirun = context().multirun
     try:
+        nproc = int(cfg.trainer.get("nproc") or 1)
+        if nproc > 1 and "LOCAL_RANK" not in os.environ:  # (under torchrun the ranks already exist)
+            return train_on_ranks(cfg, nproc)
         return train(cfg)
     except MlcError as err:
         if multirun:
@@ -158,15 +196,14 @@ def _fit(cfg: DictConfig, checked, dist: DistContext, trainer: Trainer, tracker,
 
 
 def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_name) -> None:
-    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    overrides = list(hydra_cfg.overrides.task) if hydra_cfg else []
+    run = context()
     parent = None
     tags = {**run_tags(cfg, loss_name, stats["train"]), "mlc.run_dir": str(trainer.run_dir.resolve()),
-            "mlc.overrides": " ".join(overrides), "mlc.world_size": str(trainer.dist.world_size), **git_tags()}
-    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
-        parent = parent_run_id(hydra_cfg.sweep.dir)
-        tags |= {"mlc.sweep_dir": str(Path(hydra_cfg.sweep.dir).resolve()), "mlc.job_num": str(hydra_cfg.job.num)}
-    run_name = cfg.tracking.get("run_name") or _default_run_name(cfg, loss_name, hydra_cfg)
+            "mlc.overrides": " ".join(run.overrides), "mlc.world_size": str(trainer.dist.world_size), **git_tags()}
+    if run.multirun:
+        parent = parent_run_id(run.sweep_dir)
+        tags |= {"mlc.sweep_dir": str(Path(run.sweep_dir).resolve()), "mlc.job_num": str(run.job_num)}
+    run_name = cfg.tracking.get("run_name") or _default_run_name(cfg, loss_name, run)
     tracker.start(run_name=run_name, tags=tags, parent_run_id=parent,
                   resume_run_id=resume_state.get("mlflow_run_id") if resume_state else None)
     if resume_state is None:
@@ -244,13 +281,38 @@ def plot_curves(history: list[dict], path: Path, monitor: str) -> Path:
     return path
 
 
+def train_on_ranks(cfg: DictConfig, nproc: int) -> float:
+    """``trainer.nproc=N``: this run (or sweep trial) as an N-process DDP job on this machine, its ranks
+    started by torch's elastic launcher (gloo on CPU, NCCL on CUDA). Rank 0 keeps this job's folder and
+    its one MLflow run; its best value is returned to the sweeper. The config is checked here first, so a
+    mistake is one line before any rank starts; a rank's error comes back as that error."""
+    from mlc.engine.elastic import run_on_local_ranks
+
+    with _before_training():
+        check_config(cfg)
+    log.info("starting %d ranks (trainer.nproc=%d) through torch's elastic launcher", nproc, nproc)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return float(run_on_local_ranks(_rank_main, nproc, (config, context()), str(_output_dir())))
+
+
+def _rank_main(config: dict, run: RunContext) -> float:
+    """One rank of a ``trainer.nproc`` run (a process the elastic launcher spawned)."""
+    global _CONTEXT
+    _CONTEXT = run
+    from mlc.engine.elastic import rank_logging
+
+    rank_logging(Path(run.output_dir) / f"{run.job_name}.log", int(os.environ.get("RANK", "0")))
+    cfg = OmegaConf.create(config)
+    return train(cfg)
+
+
 def discard_unused_run_dir(run_dir: Path) -> bool:
     """Remove the folder Hydra made for a run that was refused before training: only Hydra's own files
     (``.hydra/``, the job log) and only if that is all it holds; then empty date folders above it."""
     if not run_dir.is_dir() or not HydraConfig.initialized():
         return False
-    hydra_cfg = HydraConfig.get()
-    own = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"} - {None}
+    run = context()
+    own = {run.output_subdir, f"{run.job_name}.log"} - {None}
     if not own or any(p.name not in own for p in run_dir.iterdir()):
         return False  # something else is in there: not ours to remove
     logging.shutdown()  # the job log is open
@@ -279,22 +341,18 @@ def seed_everything(seed: int) -> None:
 
 
 def _output_dir() -> Path:
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(os.getcwd())
+    return Path(context().output_dir)
 
 
 def _choice(group: str) -> str | None:
-    if not HydraConfig.initialized():
-        return None
-    return HydraConfig.get().runtime.choices.get(group)
+    return context().choices.get(group)
 
 
-def _default_run_name(cfg: DictConfig, loss_name: str, hydra_cfg) -> str:
-    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
-        swept = [_short_override(o) for o in hydra_cfg.overrides.task
+def _default_run_name(cfg: DictConfig, loss_name: str, run: RunContext) -> str:
+    if run.multirun:
+        swept = [_short_override(o) for o in run.overrides
                  if not o.split("=")[0].lstrip("+~").startswith(("experiment", "hparams_search", "hydra"))]
-        return f"#{hydra_cfg.job.num} {loss_name} " + " ".join(swept)
+        return f"#{run.job_num} {loss_name} " + " ".join(swept)
     return f"{loss_name}-{cfg.backbone.name}-{_choice('dataset') or 'data'}"
 
 

@@ -53,3 +53,6 @@ def compose(overrides: list[str] | None = None):
     from mlc.config import compose_config
 
     return compose_config(overrides)
+
+
+from tests.postgres import postgres_db, postgres_url  # noqa: E402,F401  (fixtures: a real PostgreSQL server)

@@ -70,6 +70,7 @@ class TrainerSettings:
     log_every_n_steps: int = 0
     tune_thresholds: str | None = "f1"
     save_scores: bool = True
+    nproc: int = 1
 
     def __post_init__(self) -> None:
         require(_int(self.max_epochs) and self.max_epochs >= 1, "max_epochs", self.max_epochs,
@@ -97,6 +98,9 @@ class TrainerSettings:
         require(self.tune_thresholds in (None, *TUNE_BETA), "tune_thresholds", self.tune_thresholds,
                 f"must be one of {', '.join(TUNE_BETA)}, or null")
         require(isinstance(self.save_scores, bool), "save_scores", self.save_scores, "must be true or false")
+        require(_int(self.nproc) and self.nproc >= 1, "nproc", self.nproc, "must be an integer >= 1")
+        require(self.nproc == 1 or self.device != "cuda" or torch.cuda.device_count() >= self.nproc, "nproc",
+                self.nproc, f"needs that many GPUs ({torch.cuda.device_count()} visible)")
 
 
 @dataclass
