@@ -77,6 +77,29 @@ def check_database_url(url: object, key: str, must_exist: bool = False) -> str:
     return url
 
 
+JOURNAL = "journal:///"  # Optuna's JournalStorage on a file: journal:///path/to/optuna.log
+
+
+def journal_file(url: str) -> Path | None:
+    """The log file of a ``journal:///<path>`` URL (``None`` for other URLs)."""
+    return Path(url[len(JOURNAL):]) if isinstance(url, str) and url.startswith(JOURNAL) else None
+
+
+def check_storage_url(url: object, key: str, must_exist: bool = False) -> str:
+    """An Optuna storage URL: a database (``check_database_url``) or ``journal:///<file>`` (Optuna's
+    append-only journal file, safe for several processes on one machine through file locks)."""
+    path = journal_file(url) if isinstance(url, str) else None
+    if path is None:
+        if isinstance(url, str) and url.startswith("journal:"):
+            raise ConfigError(key, url, "a journal URL names a file after three slashes: journal:///path/to/optuna.log")
+        return check_database_url(url, key, must_exist)
+    if not str(path).strip() or path.is_dir():
+        raise ConfigError(key, url, "a journal URL names a file: journal:///path/to/optuna.log")
+    if must_exist and not path.is_file():
+        raise ConfigError(key, url, f"no such journal file {path} (nothing was created; check the path)")
+    return url
+
+
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created if needed), released when the block ends or the

@@ -35,7 +35,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface of storage
 from optuna.trial import FrozenTrial, TrialState
 
 from mlc.errors import ConfigError, MlcError
-from mlc.stores import SQLITE_TIMEOUT_S, check_database_url, opening, sqlite_file
+from mlc.stores import SQLITE_TIMEOUT_S, check_storage_url, journal_file, opening, sqlite_file
 
 log = logging.getLogger("mlc.sweep")
 
@@ -56,11 +56,25 @@ ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
 ATTR_SURPLUS = "mlc.surplus"
 
 
-def open_storage(url: str, key: str = "hydra.sweeper.storage", heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
-                 grace_period: int | None = GRACE_PERIOD_S, must_exist: bool = False,
-                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.storages.RDBStorage:
-    """The Optuna RDB storage at ``url``, with heartbeats; one line naming ``key`` if it cannot be opened."""
-    check_database_url(url, key, must_exist=must_exist)
+def open_storage(url: str | None, key: str = "hydra.sweeper.storage",
+                 heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S, grace_period: int | None = GRACE_PERIOD_S,
+                 must_exist: bool = False, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
+                 ) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``url`` — an RDB with heartbeats, or a journal file (``journal:///<file>``,
+    no heartbeats: a dead trial there is failed by hand, ``mlc sweeps <url> --fail-stale`` cannot see it);
+    one line naming ``key`` if it cannot be opened."""
+    if url is None:  # storage: null — one process, gone when it ends (nothing to continue, no heartbeats)
+        return optuna.storages.InMemoryStorage()
+    check_storage_url(url, key, must_exist=must_exist)
+    journal = journal_file(url)
+    if journal is not None:
+        try:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        except OSError as err:
+            raise ConfigError(key, url, f"cannot open the journal file ({err.strerror or err})") from None
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite_file(url) else {}
     try:
         with opening(url), warnings.catch_warnings():
@@ -116,6 +130,8 @@ class StaleTrials:
 def fail_stale(study: optuna.Study, collector: StaleTrials) -> list[FrozenTrial]:
     """Fail ``study``'s stale trials (Optuna), end their MLflow runs KILLED; return them."""
     collector.trials.clear()
+    if not isinstance(study._storage, BaseHeartbeat):  # a journal: no heartbeats, nothing to find
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

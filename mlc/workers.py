@@ -90,7 +90,7 @@ def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
     storage = OmegaConf.select(cfg, "hydra.sweeper.storage")
     if not storage or (str(storage).startswith("sqlite") and sqlite_file(str(storage)) is None):
         return _fail(f"--workers={workers}: the workers need a storage they share (hydra.sweeper.storage is "
-                     f"{storage!r}): a SQLite file or a PostgreSQL URL")
+                     f"{storage!r}): a SQLite file, a journal file or a PostgreSQL URL")
     try:
         devices = device_sets(workers, gpus_per_worker)
     except ValueError as err:

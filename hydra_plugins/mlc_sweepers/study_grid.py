@@ -70,6 +70,11 @@ class StudyGridSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
                                                                 task_function=task_function)
 
+    @property
+    def _url(self) -> str | None:
+        """The storage URL, or None for an in-memory study (``storage: null``: gone when the sweep ends)."""
+        return None if self.storage is None or str(self.storage) in ("", "None", "null") else str(self.storage)
+
     def _parent_log(self) -> Any:
         """The multirun's parent MLflow run (opened on the first finished trial; a no-op without tracking)."""
         if self._parent is None:
@@ -115,7 +120,7 @@ class StudyGridSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.stale = StaleTrials()
-        self.optuna_storage = open_storage(str(self.storage), heartbeat_interval=self.heartbeat_interval,
+        self.optuna_storage = open_storage(self._url, heartbeat_interval=self.heartbeat_interval,
                                            grace_period=self.grace_period, on_stale=self.stale)
         distributions, fixed_args = search_space(self.params, arguments)
         studies = self._plan(distributions, arguments)  # every study checked before the first trial
@@ -133,7 +138,8 @@ class StudyGridSweeper(Sweeper):
         monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="objective"))
         tracking = bool(OmegaConf.select(self.config, "tracking.enabled", default=False))
         table, results = write_summary([ref for ref, _ in studies], storage=self.optuna_storage,
-                                       storage_url=str(self.storage), sweep_dir=sweep_dir,
+                                       storage_url=self._url or "in memory (this process only; storage: null)",
+                                       sweep_dir=sweep_dir,
                                        monitor=monitor, direction=self.direction, searched=list(distributions),
                                        tracking=tracking, max_failure_rate=float(self.max_failure_rate))
         print(table, flush=True)
@@ -172,14 +178,16 @@ class StudyGridSweeper(Sweeper):
         import optuna
 
         from mlc.errors import ConfigError
-        from mlc.stores import sqlite_file
+        from mlc.stores import journal_file, sqlite_file
         from mlc.studies import first_difference, open_storage
 
-        path = sqlite_file(str(self.storage))
+        if self._url is None:
+            return  # in memory: a new, empty storage
+        path = sqlite_file(self._url) or journal_file(self._url)
         if path is not None and not path.is_file():
             return
         names, shared = self._names(config, distributions, list(config.hydra.overrides.task))
-        storage = open_storage(str(self.storage), heartbeat_interval=None, grace_period=None)
+        storage = open_storage(self._url, heartbeat_interval=None, grace_period=None)
         recorded = {s.study_name: s.user_attrs.get("mlc.config") for s in optuna.get_all_study_summaries(storage)}
         for name, _ in names:
             if recorded.get(name) is not None and recorded[name] != shared:
@@ -274,8 +282,9 @@ class StudyGridSweeper(Sweeper):
                    *(f"{k}={v}" for k, v in trial.params.items())]
             # The trial's Optuna identity for the training process (its epochs' values, pruning): by env,
             # so it reaches the job whatever the launcher and stays out of the task config.
-            job.append(f"+hydra.job.env_set.{TRIAL_ENV}=" + _quote(trial_env(str(self.storage), study.study_name,
-                                                                             trial.number, self.pruner)))
+            if self._url is not None:  # (an in-memory study lives in this process only: nothing to report to)
+                job.append(f"+hydra.job.env_set.{TRIAL_ENV}=" + _quote(trial_env(self._url, study.study_name,
+                                                                                 trial.number, self.pruner)))
             checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
             if checkpoint:  # an interrupted or dead trial, continued from its checkpoint (in its own run dir)
                 job.append(f"trainer.resume={checkpoint}")
@@ -330,7 +339,7 @@ class StudyGridSweeper(Sweeper):
 
     def _check(self, config: DictConfig) -> None:
         from mlc.errors import ConfigError, is_integer, is_real
-        from mlc.stores import check_database_url
+        from mlc.stores import check_storage_url
 
         mode = OmegaConf.select(config, "trainer.monitor_mode")
         expected = {"maximize": "max", "minimize": "min"}.get(self.direction)
@@ -359,10 +368,17 @@ class StudyGridSweeper(Sweeper):
             raise ConfigError("hydra.sweeper.max_failure_rate", self.max_failure_rate, "must be in [0, 1]")
         if self.study_name is not None and (not isinstance(self.study_name, str) or not self.study_name.strip()):
             raise ConfigError("hydra.sweeper.study_name", self.study_name, "must be a non-empty name, or null")
-        check_database_url(self.storage, "hydra.sweeper.storage")
         from mlc.pruning import build_pruner
 
-        build_pruner(self.pruner)  # an unknown pruner or a bad field fails before any trial
+        pruner = build_pruner(self.pruner)  # an unknown pruner or a bad field fails before any trial
+        if self._url is None:
+            import optuna
+
+            if not isinstance(pruner, optuna.pruners.NopPruner):
+                raise ConfigError("hydra.sweeper.storage", None, "pruning needs a storage the trials can reach "
+                                  "(a SQLite, journal or PostgreSQL URL), not an in-memory study")
+        else:
+            check_storage_url(self.storage, "hydra.sweeper.storage")
 
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
