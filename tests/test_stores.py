@@ -102,3 +102,26 @@ def test_tracking_uris_are_checked_without_contacting_anything(uri, reason):
     else:
         with pytest.raises(ConfigError, match=re.escape(reason)):
             check_tracking_uri(uri)
+
+
+def test_optuna_storage_urls_journal_and_memory(tmp_path):
+    import optuna
+
+    from mlc.errors import ConfigError
+    from mlc.stores import check_storage_url
+    from mlc.studies import open_storage
+
+    url = f"journal:///{tmp_path}/j/optuna.log"
+    assert check_storage_url(url, "k") == url
+    for bad, reason in (("journal://x.log", "three slashes"), (f"journal:///{tmp_path}", "names a file"),
+                        ("journl:///x.log", "unsupported database")):
+        with pytest.raises(ConfigError, match=reason):
+            check_storage_url(bad, "k")
+    with pytest.raises(ConfigError, match="no such journal file"):
+        check_storage_url(f"journal:///{tmp_path}/none.log", "k", must_exist=True)
+    # Two handles on one journal file (two processes would do the same) see each other's trials.
+    first, second = open_storage(url), open_storage(url)
+    study = optuna.create_study(study_name="s", storage=first)
+    study.tell(study.ask(), 1.0)
+    assert len(optuna.load_study(study_name="s", storage=second).get_trials()) == 1
+    assert isinstance(open_storage(None), optuna.storages.InMemoryStorage)
