@@ -25,6 +25,11 @@ class ConfigError(MlcError, ValueError):
         self.key, self.value, self.reason = key, value, reason
         super().__init__(f"{key}={value!r}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its three fields, not the message: a trial's error survives the pickling of a
+        # process-based launcher (hydra/launcher=joblib, submitit_*) on its way back to the sweeper.
+        return type(self), (self.key, self.value, self.reason), self.__dict__
+
     def under(self, prefix: str) -> ConfigError:
         """The same error with its key prefixed, e.g. ``lam`` -> ``loss.lam``."""
         return ConfigError(f"{prefix}.{self.key}" if prefix else self.key, self.value, self.reason)

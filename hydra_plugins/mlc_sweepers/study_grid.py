@@ -67,8 +67,10 @@ class StudyGridSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
-                                                                task_function=task_function)
+        in_process = str(OmegaConf.select(config, "hydra.launcher._target_", default="")).startswith("hydra._internal")
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context,
+            task_function=task_function if in_process else _importable(task_function))
 
     @property
     def _url(self) -> str | None:
@@ -459,6 +461,23 @@ def _counts(study: Any) -> dict[str, int]:
     states = [t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(ATTR_SURPLUS)]
     return {"finished": sum(s in FINISHED for s in states), "running": states.count(TrialState.RUNNING),
             "failed": states.count(TrialState.FAIL)}
+
+
+def _importable(task_function: TaskFunction) -> TaskFunction:
+    """The task function as its module's own, importable object, for a launcher that runs trials in other
+    processes (joblib, submitit). Run as ``python -m mlc.train``, the task is defined in ``__main__``, which
+    such a worker cannot import (its ``__main__`` is the worker's own): the function travels by value, and
+    whatever it hands on by name fails there, e.g. the ranks of ``trainer.nproc=N``, spawned by torch's
+    elastic launcher ("attribute lookup _rank_main on __main__ failed")."""
+    import importlib
+    import sys
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(task_function, "__module__", None) != "__main__" or spec is None or not spec.name:
+        return task_function
+    module = importlib.import_module(spec.name)  # the same file, imported under its own name
+    own = getattr(getattr(module, task_function.__name__, None), "__wrapped__", None)  # under @hydra.main
+    return own if getattr(own, "__qualname__", None) == task_function.__qualname__ else task_function
 
 
 def _quote(value: str) -> str:
