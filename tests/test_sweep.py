@@ -140,19 +140,8 @@ def test_ctrl_c_stops_the_sweep_and_rerunning_continues_it_without_repeating(out
         assert len(done) == 3 and len({t.params["loss.lam"] for t in done}) == 3, name
 
 
-def test_two_workers_started_together_on_a_fresh_store_fill_one_study(outputs, data_cache):
-    args = [*SURVIVE, "trainer.max_epochs=1", "hydra.sweeper.n_trials=4",
-            "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"]
-    workers = [_start(args, outputs, data_cache) for _ in range(2)]  # same instant, no store exists yet
-    results = [w.communicate(timeout=300) for w in workers]
-    for worker, (_, stderr) in zip(workers, results, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
-    trials = _study(outputs).get_trials()
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
-    assert len({t.params["loss.lam"] for t in trials}) == 4  # no worker proposed another's parameters
-    runs = mlflow_runs(outputs, "lambda_vs_negative_ratio")
-    assert sum(r.data.tags.get("mlc.kind") == "sweep" for r in runs) == 2 and len(runs) == 6
-    assert all(r.info.status == "FINISHED" for r in runs)
+# Two workers on one study: tests/test_workers.py (mlc sweep --workers, a fresh SQLite store) and
+# tests/test_postgres.py (started by hand, as on two machines, on an empty PostgreSQL database).
 
 
 def test_a_killed_sweep_leaves_no_trial_running(outputs, data_cache):
