@@ -237,7 +237,7 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
     from datetime import datetime
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    return None, 0, [f"hydra.run.dir={_quote(str(resume_dir))}", f"hydra.output_subdir=.hydra/resume-{stamp}"]
+    return None, 0, [f"hydra.run.dir={quote_override(str(resume_dir))}", f"hydra.output_subdir=.hydra/resume-{stamp}"]
 
 
 def check_writable(folder: str, key: str) -> str | None:
@@ -273,8 +273,8 @@ def _run_dir_of(resume: object) -> Path | None:
     return None
 
 
-def _quote(value: str) -> str:
-    """A Hydra override value that stays one string whatever characters a path holds."""
+def quote_override(value: str) -> str:
+    """A Hydra override value that stays one string whatever characters it holds (paths, URLs, JSON)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 

@@ -73,7 +73,7 @@ def device_sets(workers: int, gpus_per_worker: int | None) -> list[str | None]:
 
 
 def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
-    from mlc.config import check_before_hydra, compose_config
+    from mlc.config import check_before_hydra, compose_config, quote_override
     from mlc.errors import MlcError
     from mlc.stores import sqlite_file
     from mlc.tracking import SHARED_PARENT_ENV, attach_sweep_summary, start_sweep_parent, tracking_settings
@@ -116,7 +116,7 @@ def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
     for visible in devices:
         worker_env = env | {k: os.environ.get(k, threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} \
             | ({"CUDA_VISIBLE_DEVICES": visible} if visible is not None else {})
-        cmd = [sys.executable, "-m", "mlc.train", *sweep_args, f"hydra.sweep.dir={_quote(str(sweep_dir))}"]
+        cmd = [sys.executable, "-m", "mlc.train", *sweep_args, f"hydra.sweep.dir={quote_override(str(sweep_dir))}"]
         procs.append(subprocess.Popen(cmd, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, bufsize=1))
     pumps = [threading.Thread(target=_pump, args=(p, f"[worker {i}] "), daemon=True) for i, p in enumerate(procs)]
@@ -175,10 +175,6 @@ def _is_sweep_value(arg: str) -> bool:
         return OverridesParser.create().parse_overrides([arg])[0].is_sweep_override()
     except Exception:  # Hydra's own parser will name it when the workers start
         return True
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _fail(message: str, code: int = 2) -> int:

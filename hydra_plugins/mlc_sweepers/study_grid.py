@@ -259,6 +259,7 @@ class StudyGridSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
+        from mlc.config import quote_override
         from mlc.engine.trainer import TrainingInterrupted
         from mlc.pruning import TRIAL_ENV, TrialPruned, trial_env
         from mlc.studies import (
@@ -285,7 +286,7 @@ class StudyGridSweeper(Sweeper):
             # The trial's Optuna identity for the training process (its epochs' values, pruning): by env,
             # so it reaches the job whatever the launcher and stays out of the task config.
             if self._url is not None:  # (an in-memory study lives in this process only: nothing to report to)
-                job.append(f"+hydra.job.env_set.{TRIAL_ENV}=" + _quote(trial_env(self._url, study.study_name,
+                job.append(f"+hydra.job.env_set.{TRIAL_ENV}=" + quote_override(trial_env(self._url, study.study_name,
                                                                                  trial.number, self.pruner)))
             checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
             if checkpoint:  # an interrupted or dead trial, continued from its checkpoint (in its own run dir)
@@ -478,11 +479,6 @@ def _importable(task_function: TaskFunction) -> TaskFunction:
     module = importlib.import_module(spec.name)  # the same file, imported under its own name
     own = getattr(getattr(module, task_function.__name__, None), "__wrapped__", None)  # under @hydra.main
     return own if getattr(own, "__qualname__", None) == task_function.__qualname__ else task_function
-
-
-def _quote(value: str) -> str:
-    """A Hydra override value that stays one string (JSON, URLs) whatever characters it holds."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _best_value(study: Any) -> float | None:
