@@ -13,7 +13,7 @@ SERVER_PORT ?= 5000
 OUTPUTS ?= $(or $(MLC_OUTPUTS),outputs)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-fast ui server bench lint clean
+.PHONY: help install demo sweep test test-fast ui server bench gpu-check lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ server: install ## shared MLflow tracking server for runs and sweeps on 127.0.0.
 
 bench: install ## benchmarks (ratios against a baseline measured in the same run) -> experiments/benchmarks/
 	$(PY) -m mlc.bench
+
+gpu-check: install ## on a GPU: AMP, compile, NCCL DDP, fused losses on CUDA, trainer vs bare loop -> experiments/benchmarks/gpu.md
+	$(PY) -m mlc.gpu_check
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check mlc hydra_plugins tests

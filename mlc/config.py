@@ -85,10 +85,25 @@ class Experiment:
         return build(self.cfg.loss, "loss", class_counts=train_stats.class_counts,
                      negative_count=train_stats.negative_count, num_samples=train_stats.num_samples)
 
-    def build_optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+    def build_optimizer(self, module: torch.nn.Module, loss_fn: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The optimizer over the model's parameter groups and, in a group of their own (no weight decay,
+        the loss's ``optimizer_options``), a loss's learnable parameters (ROLE's label estimates)."""
         from mlc.optim import param_groups
 
-        return self.optimizer(param_groups(module, float(self.cfg.optimizer.get("weight_decay", 0.0))))
+        optimizer = self.optimizer(param_groups(module, float(self.cfg.optimizer.get("weight_decay", 0.0))))
+        loss_params = [p for p in loss_fn.parameters() if p.requires_grad] if loss_fn is not None else []
+        if loss_params:
+            optimizer.add_param_group({"params": loss_params, "weight_decay": 0.0,
+                                       **getattr(loss_fn, "optimizer_options", {})})
+        return optimizer
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, epoch_length: int, world_size: int = 1):
+        """The LR schedule, stepped once per optimizer step (``optimizer_steps_per_epoch`` per epoch)."""
+        from mlc.engine.settings import optimizer_steps_per_epoch
+
+        return self.scheduler(optimizer, steps_per_epoch=optimizer_steps_per_epoch(self.trainer, epoch_length,
+                                                                                  world_size),
+                              max_epochs=self.trainer.max_epochs)
 
 
 @dataclass(frozen=True)

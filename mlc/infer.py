@@ -129,7 +129,7 @@ def load_run(checkpoint: str | Path, dataset_overrides: list[str] | None = None)
         OmegaConf.update(cfg, key, _yaml_value(value), force_add=False)
     experiment = compose_experiment(cfg, tracking=False)
     model = experiment.build_model()
-    model.load_state_dict(state["model"])
+    model.load_state_dict(ckpt.eval_weights(state))  # the EMA weights when the run monitored them
     return LoadedRun(Path(checkpoint), state, experiment, model)
 
 

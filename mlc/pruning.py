@@ -20,6 +20,7 @@ import logging
 import os
 from typing import Any
 
+from mlc.engine.callbacks import Callback
 from mlc.errors import ConfigError, MlcError
 
 log = logging.getLogger("mlc")
@@ -54,7 +55,7 @@ def build_pruner(spec: dict | None) -> Any:
         raise ConfigError("hydra.sweeper.pruner", target, str(err).splitlines()[0]) from None
 
 
-class PruningReporter:
+class PruningReporter(Callback):
     """Reports each epoch's monitored value to the trial; raises ``TrialPruned`` when it should stop."""
 
     def __init__(self, storage: str, study: str, number: int, pruner: dict | None, monitor: str):
@@ -66,7 +67,7 @@ class PruningReporter:
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, self.number)
         self.trial = Trial(self.study, trial_id)
 
-    def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Any, record: dict[str, float], improved: bool = False) -> None:
         epoch = int(record["epoch"])
         self.trial.report(float(record[self.monitor]), step=epoch)
         stop = self.trial.should_prune() if epoch < trainer.s.max_epochs else False
@@ -76,10 +77,10 @@ class PruningReporter:
                               f"({self.monitor} = {record[self.monitor]:.4f})")
 
 
-class _FollowRankZero:
+class _FollowRankZero(Callback):
     """On the other ranks of a DDP trial: stop when rank 0's reporter says so."""
 
-    def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Any, record: dict[str, float], improved: bool = False) -> None:
         if trainer.dist.broadcast_object(False):
             raise TrialPruned(f"pruned at epoch {int(record['epoch'])} (decided on rank 0)")
 

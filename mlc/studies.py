@@ -45,7 +45,8 @@ GRACE_PERIOD_S = 60
 # Config keys that say where a trial writes or how fast it runs, not what it computes: a re-run may
 # change them and still continue its study.
 NOT_IN_FINGERPRINT = ("paths", "tracking", "hydra", "trainer.num_workers", "trainer.device", "trainer.resume",
-                      "trainer.log_every_n_steps", "trainer.eval_batch_size")
+                      "trainer.log_every_n_steps", "trainer.eval_batch_size", "trainer.checkpoint_every_n_steps",
+                      "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark")
 # Trial user attributes the sweeper sets (read back to find a dead trial's MLflow run).
 ATTR_SWEEP_DIR, ATTR_JOB_NUM = "mlc.sweep_dir", "mlc.job_num"
 ATTR_TRACKING_URI, ATTR_PARENT_RUN = "mlc.tracking_uri", "mlc.parent_run_id"

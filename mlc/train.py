@@ -32,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlc.config import check_config, report_and_exit
 from mlc.engine import checkpoint as ckpt
+from mlc.engine.callbacks import standard_callbacks
 from mlc.engine.checkpoint import check_resumable
 from mlc.engine.distributed import DistContext
-from mlc.engine.trainer import Trainer, TrainingInterrupted
+from mlc.engine.trainer import TrainData, Trainer, TrainingInterrupted
 from mlc.errors import CheckpointError, ConfigError, MlcError, config_scope
 from mlc.pruning import TrialPruned, reporter_from_env
 from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
@@ -152,13 +153,13 @@ def _prepare(cfg: DictConfig, checked, dist: DistContext) -> tuple:
     with config_scope("sampler"):
         epoch_order = checked.make_order(targets=datasets["train"].targets, seed=int(cfg.seed))
     loss_name = _choice("loss") or type(loss_fn).__name__
-
-    trainer = Trainer(settings, model, loss_fn,
-                      optimizer_factory=checked.build_optimizer, scheduler_factory=checked.scheduler,
-                      datasets=datasets, run_dir=run_dir, dist=dist,
-                      seed=int(cfg.seed), tracker=tracker, config=resolved, loss_name=loss_name,
-                      class_weights=getattr(source, "class_weights", None), epoch_order=epoch_order,
-                      callbacks=[c for c in (reporter_from_env(settings.monitor, dist.is_main),) if c is not None])
+    data = TrainData(datasets, epoch_order, class_weights=getattr(source, "class_weights", None))
+    optimizer = checked.build_optimizer(model, loss_fn)
+    scheduler = checked.build_scheduler(optimizer, data.epoch_length(), dist.world_size)
+    callbacks = standard_callbacks(settings, tracker, config=resolved)
+    pruning = reporter_from_env(settings.monitor, dist.is_main)
+    trainer = Trainer(settings, model, loss_fn, optimizer, scheduler, data, run_dir, dist=dist, seed=int(cfg.seed),
+                      callbacks=[*callbacks, *([pruning] if pruning is not None else [])], loss_name=loss_name)
     if resume_state is not None:
         trainer.restore(resume_state)
     return trainer, tracker, resolved, stats, resume_state, loss_name

@@ -130,9 +130,9 @@ CASES = {
     "sweep-storage-database": Case([*SWEEP, "hydra.sweeper.storage=postgress://u@localhost/db"],
                                    "error: hydra.sweeper.storage='postgress://u@localhost/db': unsupported database "
                                    "'postgress' (did you mean postgresql?)"),
-    "sweep-study-other-config": Case([*SWEEP, "hydra.sweeper.study_name={study}", "loss.gamma=1.5"],
+    "sweep-study-other-config": Case([*SWEEP, "hydra.sweeper.study_name={study}", "loss.beta=0.99"],
                                      "error: hydra.sweeper.study_name='{study}[dataset.negative_ratio=0.5]': this "
-                                     "study was run with another config (loss.gamma=2.0 there, 1.5 now)"),
+                                     "study was run with another config (loss.beta=0.9999 there, 0.99 now)"),
     "sweep-pruner-target": Case([*SWEEP, "hydra.sweeper.pruner._target_=os.system"],
                                 "error: hydra.sweeper.pruner._target_='os.system': must be one of optuna.pruners."),
     "sweep-n-trials": Case([*SWEEP, "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0: must be an integer"),

@@ -58,7 +58,7 @@ def test_presets_compose():
 
 
 @pytest.mark.parametrize("override,key", [
-    ("loss.lam=-0.1", "loss.lam"), ("loss.beta=1.0", "loss.beta"), ("loss.gamma=-1", "loss.gamma"),
+    ("loss.lam=-0.1", "loss.lam"), ("loss.beta=1.0", "loss.beta"), (["loss=any_focal", "loss.gamma=-1"], "loss.gamma"),
     ("dataset.negative_ratio=1.2", "dataset.negative_ratio"), ("trainer.max_epochs=0", "trainer.max_epochs"),
     ("trainer.monitor=val/acc", "trainer.monitor"), ("optimizer.lr=-1", "optimizer.lr"),
     ("backbone.name=resnet5O", "backbone.name"), ("trainer.precision=16-mixed", "trainer.precision"),

@@ -168,12 +168,13 @@ def test_asl_invalid_fields_name_the_key(kwargs, key):
 
 # --- DB / DB-Focal ---------------------------------------------------------------------------------------------
 
-DB_COCO = dict(a=0.1, b=10.0, mu=0.2, kappa=0.05, lam=2.0)
-DB_VOC = dict(a=0.1, b=10.0, mu=0.3, kappa=0.05, lam=5.0)
+DB_COCO = dict(a=0.1, b=10.0, mu=0.2, kappa=0.05, neg_scale=2.0)
+DB_VOC = dict(a=0.1, b=10.0, mu=0.3, kappa=0.05, neg_scale=5.0)
 
 
-def db_reference(z, y, counts, num_samples, base="focal", a=0.1, b=10.0, mu=0.2, kappa=0.05, lam=2.0, gamma=2.0,
-                 balance=2.0) -> float:
+def db_reference(z, y, counts, num_samples, base="focal", a=0.1, b=10.0, mu=0.2, kappa=0.05, neg_scale=2.0,
+                 gamma=2.0, balance=2.0) -> float:
+    lam = neg_scale
     counts = [min(max(n, 1.0), num_samples - 1.0) for n in counts]
     bias = [-(kappa / lam) * math.log(num_samples / n - 1.0) for n in counts]
     total = 0.0
@@ -191,7 +192,7 @@ def db_reference(z, y, counts, num_samples, base="focal", a=0.1, b=10.0, mu=0.2,
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("base", ["bce", "focal"])
-@pytest.mark.parametrize("params", [DB_COCO, DB_VOC, dict(a=0.3, b=4.0, mu=0.5, kappa=0.0, lam=1.0)])
+@pytest.mark.parametrize("params", [DB_COCO, DB_VOC, dict(a=0.3, b=4.0, mu=0.5, kappa=0.0, neg_scale=1.0)])
 def test_db_value_matches_scalar_reference(seed, base, params):
     z, y = batch(seed)
     loss = DistributionBalancedLoss(COUNTS, N, base=base, **params)
@@ -230,7 +231,7 @@ def test_db_focal_gradcheck():
 
 
 def test_db_negative_instances_get_the_largest_smoothed_weight():
-    loss = DistributionBalancedLoss(COUNTS, N, base="bce", kappa=0.0, lam=1.0)
+    loss = DistributionBalancedLoss(COUNTS, N, base="bce", kappa=0.0, neg_scale=1.0)
     z, y = torch.zeros(1, 5, dtype=torch.float64), torch.zeros(1, 5, dtype=torch.float64)
     assert loss(z, y).item() == pytest.approx(1.1 * math.log(2), rel=1e-12)  # r̂ = a + 1
 
@@ -254,8 +255,8 @@ def test_db_extreme_logits_match_the_reference(dtype, base):
     assert loss(z, y.to(dtype)).item() == pytest.approx(db_reference(z.double(), y, COUNTS, N, base), rel=1e-5)
 
 
-@pytest.mark.parametrize("params", [DB_COCO, DB_VOC, dict(a=0.3, b=4.0, mu=0.5, kappa=0.0, lam=1.0),
-                                    dict(gamma=0.0, balance=1.5), dict(gamma=0.5, lam=3.0), dict(b=0.0)])
+@pytest.mark.parametrize("params", [DB_COCO, DB_VOC, dict(a=0.3, b=4.0, mu=0.5, kappa=0.0, neg_scale=1.0),
+                                    dict(gamma=0.0, balance=1.5), dict(gamma=0.5, neg_scale=3.0), dict(b=0.0)])
 @pytest.mark.parametrize("base", ["bce", "focal"])
 @pytest.mark.parametrize("reduction", ["mean", "labels", "instances", "sum"])
 def test_db_fused_matches_autograd_values_and_gradients(params, base, reduction):
@@ -293,7 +294,8 @@ def test_db_fused_matches_autograd_at_extreme_logits(dtype, base):
 
 @pytest.mark.parametrize("kwargs,key", [
     (dict(base="hinge"), "base"), (dict(a=-0.1), "a"), (dict(b=-1), "b"), (dict(mu=float("nan")), "mu"),
-    (dict(kappa=-0.05), "kappa"), (dict(lam=0), "lam"), (dict(gamma=-2), "gamma"), (dict(balance=0), "balance"),
+    (dict(kappa=-0.05), "kappa"), (dict(neg_scale=0), "neg_scale"), (dict(gamma=-2), "gamma"),
+    (dict(balance=0), "balance"),
     (dict(num_samples=1), "num_samples"), (dict(class_counts=[5.0, -1.0]), "class_counts"),
     (dict(class_counts=[]), "class_counts"), (dict(reduction="avg"), "reduction"),
     (dict(implementation="cuda"), "implementation"),
@@ -353,16 +355,16 @@ def cb_reference_weights(counts, beta) -> list[float]:
     return [w / sum(raw) * len(raw) for w in raw]
 
 
-def element_loss(zc: float, yc: float, base: str, gamma: float) -> float:
+def element_loss(zc: float, yc: float, base: str, gamma: float, balance: float = 1.0) -> float:
     nll = softplus(-zc) if yc == 1 else softplus(zc)
-    return nll if base == "bce" else sigmoid(-zc if yc == 1 else zc) ** gamma * nll
+    return nll if base == "bce" else balance * sigmoid(-zc if yc == 1 else zc) ** gamma * nll
 
 
-def cb_reference(z, y, counts, mode, base="bce", beta=0.9999, gamma=2.0, negative_weight=1.0) -> float:
+def cb_reference(z, y, counts, mode, base="bce", beta=0.9999, gamma=2.0, negative_weight=1.0, balance=1.0) -> float:
     w = cb_reference_weights(counts, beta)
     total = 0.0
     for zi, yi in zip(z.tolist(), y.tolist(), strict=True):
-        losses = [element_loss(zc, yc, base, gamma) for zc, yc in zip(zi, yi, strict=True)]
+        losses = [element_loss(zc, yc, base, gamma, balance) for zc, yc in zip(zi, yi, strict=True)]
         present = [w[c] for c, yc in enumerate(yi) if yc == 1]
         if mode == "class":
             total += sum(wc * lc for wc, lc in zip(w, losses, strict=True))
@@ -384,6 +386,29 @@ def test_class_balanced_value_matches_scalar_reference(seed, base, beta, gamma, 
                                             negative_weight=0.7)
     expected = cb_reference(z, y, COUNTS, mode, base, beta, gamma, negative_weight=0.7)
     assert loss(z, y).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["class", "mean", "sum"])
+@pytest.mark.parametrize("base,balance,gamma", [("focal", 2.0, 2.0), ("focal", 0.5, 1.5), ("bce", 2.0, 2.0)])
+def test_class_balanced_balance_factor_matches_scalar_reference(mode, base, balance, gamma):
+    """``balance`` multiplies the focal loss (the DB paper's CB-focal runs with 2); BCE ignores it, as γ."""
+    z, y = batch(3)
+    kwargs = dict(base=base, beta=0.999, gamma=gamma, balance=balance)
+    if mode == "class":
+        loss = ClassBalancedPerClassLoss(COUNTS, **kwargs)
+    else:
+        loss = ClassBalancedPerInstanceLoss(COUNTS, **kwargs, instance_weight=mode, negative_weight=0.7)
+    expected = cb_reference(z, y, COUNTS, mode, base, 0.999, gamma, negative_weight=0.7,
+                            balance=balance if base == "focal" else 1.0)
+    assert loss(z, y).item() == pytest.approx(expected, rel=1e-12)
+    default = cb_reference(z, y, COUNTS, mode, base, 0.999, gamma, negative_weight=0.7)
+    assert expected == pytest.approx(default * (balance if base == "focal" else 1.0), rel=1e-12)
+
+
+def test_class_balanced_balance_scales_the_focal_gradient():
+    z, y = batch(4)
+    plain, doubled = (ClassBalancedPerClassLoss(COUNTS, base="focal", balance=b) for b in (1.0, 2.0))
+    torch.testing.assert_close(autograd(doubled, z, y), 2.0 * autograd(plain, z, y), rtol=1e-12, atol=1e-15)
 
 
 def test_class_balanced_tiny_case_by_hand():
@@ -433,6 +458,9 @@ def test_per_instance_differs_from_the_any_class_papers_negative_pseudo_class():
 @pytest.mark.parametrize("cls,kwargs,key", [
     (ClassBalancedPerClassLoss, dict(base="hinge"), "base"), (ClassBalancedPerClassLoss, dict(beta=1.0), "beta"),
     (ClassBalancedPerClassLoss, dict(gamma=-1), "gamma"), (ClassBalancedPerClassLoss, dict(reduction="x"), "reduction"),
+    (ClassBalancedPerClassLoss, dict(balance=0.0), "balance"), (ClassBalancedPerClassLoss, dict(balance=-2), "balance"),
+    (ClassBalancedPerInstanceLoss, dict(balance="2"), "balance"),
+    (ClassBalancedPerInstanceLoss, dict(balance=float("inf")), "balance"),
     (ClassBalancedPerInstanceLoss, dict(instance_weight="max"), "instance_weight"),
     (ClassBalancedPerInstanceLoss, dict(negative_weight=-1), "negative_weight"),
     (ClassBalancedPerInstanceLoss, dict(class_counts=[1.0, -2.0]), "class_counts"),
@@ -518,12 +546,13 @@ def test_f1_invalid_fields_name_the_key(kwargs, key):
 
 @pytest.mark.parametrize("option,expected", [
     ("asl", dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05, detach_focal_weight=True, reduction="sum")),
-    ("db", dict(base="bce", a=0.1, b=10.0, mu=0.2, kappa=0.05, lam=2.0, reduction="mean")),
-    ("db_focal", dict(base="focal", a=0.1, b=10.0, mu=0.2, kappa=0.05, lam=2.0, gamma=2.0, balance=2.0,
+    ("db", dict(base="bce", a=0.1, b=10.0, mu=0.2, kappa=0.05, neg_scale=2.0, reduction="mean")),
+    ("db_focal", dict(base="focal", a=0.1, b=10.0, mu=0.2, kappa=0.05, neg_scale=2.0, gamma=2.0, balance=2.0,
                       reduction="mean")),
     ("ldam", dict(max_m=0.5, s=1.0, reduction="mean")),
-    ("cb_per_class", dict(base="bce", beta=0.9999, reduction="labels")),
-    ("cb_per_instance", dict(base="bce", beta=0.9999, instance_weight="mean", negative_weight=1.0, reduction="labels")),
+    ("cb_per_class", dict(base="bce", beta=0.9999, balance=1.0, reduction="labels")),
+    ("cb_per_instance", dict(base="bce", beta=0.9999, balance=1.0, instance_weight="mean", negative_weight=1.0,
+                             reduction="labels")),
     ("sigmoid_f1", dict(beta=1.0, eta=0.0, eps=1e-16, apply_to="probability", reduction="mean")),
     ("soft_f1", dict(beta=1.0, eta=0.0, apply_to="logit", reduction="mean")),
 ])

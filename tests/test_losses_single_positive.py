@@ -722,7 +722,7 @@ def test_log_eps_bounds_the_reference_form_and_zero_is_exact():
     (AsymmetricPseudoLabelLoss, dict(num_samples=N, proportion=1.5), "proportion"),
     (AsymmetricPseudoLabelLoss, dict(num_samples=N, soft_label=1.0), "soft_label"),
     (AsymmetricPseudoLabelLoss, dict(num_samples=100), "class_counts"),
-    (HillLoss, dict(lam=-1), "lam"),
+    (HillLoss, dict(hill_lambda=-1), "hill_lambda"),
     (HillLoss, dict(margin=-0.5), "margin"),
     (HillLoss, dict(gamma=-2), "gamma"),
     (SPLCLoss, dict(tau=1.0), "tau"),

@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 
 from mlc.data import SPLITS, DigitScenes
-from mlc.engine import DistContext, Trainer, TrainerSettings
+from mlc.engine import DistContext, TrainData, Trainer, TrainerSettings, optimizer_steps_per_epoch, standard_callbacks
 from mlc.engine import checkpoint as ckpt
 from mlc.errors import MlcError
 from mlc.losses import AnyClassPresenceLoss, MultiLabelLoss
 from mlc.models import create_backbone
 from mlc.optim import param_groups, warmup_cosine
-from mlc.tracking import NullTracker
 
 
-def make_trainer(run_dir, loss_fn=None, lr=3e-3, **settings) -> Trainer:
-    source = DigitScenes(train_size=96, val_size=40, test_size=40)
+def make_trainer(run_dir, loss_fn=None, lr=3e-3, callbacks=None, train_size=96, **settings) -> Trainer:
+    source = DigitScenes(train_size=train_size, val_size=40, test_size=40)
     datasets = {s: source.load(s) for s in SPLITS}
     stats = datasets["train"].stats()
     torch.manual_seed(0)
     model = create_backbone("mlc_cnn_small", num_classes=6)
     loss_fn = loss_fn or AnyClassPresenceLoss(stats.class_counts, stats.negative_count)
-    options = dict(max_epochs=2, batch_size=16, eval_batch_size=32, device="cpu") | settings
-    return Trainer(TrainerSettings(**options), model, loss_fn,
-                   optimizer_factory=lambda m: torch.optim.AdamW(param_groups(m, 1e-4), lr=lr),
-                   scheduler_factory=partial(warmup_cosine, warmup_epochs=0.5), datasets=datasets, run_dir=run_dir,
-                   dist=DistContext(), seed=0, tracker=NullTracker())
+    s = TrainerSettings(**(dict(max_epochs=2, batch_size=16, eval_batch_size=32, device="cpu") | settings))
+    data = TrainData(datasets)
+    optimizer = torch.optim.AdamW(param_groups(model, 1e-4), lr=lr)
+    loss_params = list(loss_fn.parameters())
+    if loss_params:
+        optimizer.add_param_group({"params": loss_params, "weight_decay": 0.0, **loss_fn.optimizer_options})
+    scheduler = warmup_cosine(optimizer, steps_per_epoch=optimizer_steps_per_epoch(s, data.epoch_length()),
+                              max_epochs=s.max_epochs, warmup_epochs=0.5)
+    return Trainer(s, model, loss_fn, optimizer, scheduler, data, run_dir,
+                   callbacks=standard_callbacks(s) if callbacks is None else callbacks)
 
 
 def test_gradient_clipping_bounds_the_update_norm(tmp_path):
@@ -80,7 +82,7 @@ def test_loss_hooks_receive_the_epoch_and_the_instance_indices(tmp_path):
     trainer = make_trainer(tmp_path, loss_fn=loss, max_epochs=2, test_after_fit=False)
     trainer.fit()
     assert loss.epochs == [(0, 2), (1, 2)]
-    train = trainer.datasets["train"]
+    train = trainer.data.splits["train"]
     assert loss.eval_calls == 2  # one validation loss per epoch, in eval mode
     train_calls = loss.seen
     for indices, targets in train_calls:  # every row's target is the dataset's target at that index
@@ -129,9 +131,10 @@ def test_stateful_loss_is_optimised_checkpointed_and_restored(tmp_path):
 def test_stateful_loss_refuses_ddp(tmp_path):
     source = DigitScenes(train_size=96, val_size=40, test_size=40)
     datasets = {s: source.load(s) for s in SPLITS}
+    loss = LearnedEstimateLoss(96, 6)
+    model = create_backbone("mlc_cnn_small", num_classes=6)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
     with pytest.raises(MlcError, match="per-instance state"):
-        Trainer(TrainerSettings(max_epochs=1, batch_size=16, device="cpu"),
-                create_backbone("mlc_cnn_small", num_classes=6), LearnedEstimateLoss(96, 6),
-                optimizer_factory=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
-                scheduler_factory=partial(warmup_cosine, warmup_epochs=0.5), datasets=datasets, run_dir=tmp_path,
-                dist=DistContext(rank=0, world_size=2), seed=0, tracker=NullTracker(), loss_name="role")
+        Trainer(TrainerSettings(max_epochs=1, batch_size=16, device="cpu"), model, loss, optimizer,
+                warmup_cosine(optimizer, steps_per_epoch=6, max_epochs=1), TrainData(datasets), tmp_path,
+                dist=DistContext(rank=0, world_size=2), loss_name="role")

@@ -25,7 +25,10 @@ Before anything starts (``preflight``, run by mlc's preflight callback ahead of 
 run) it checks that the search space fits the config: each grid value and each bound of every
 searched parameter is validated like a command-line value (so ``interval(-0.1, 0.5)`` for λ fails at
 once, naming ``loss.lam``), intervals must be well-formed for Optuna, the storage must open, a
-named study must hold this config, and the direction must agree with ``trainer.monitor_mode``.
+named study must hold this config, and a ``direction`` set explicitly must agree with ``trainer.monitor_mode``.
+
+The study's direction comes from ``trainer.monitor_mode`` (``max`` -> maximize, ``min`` -> minimize):
+one source of truth. ``hydra.sweeper.direction`` is ``null`` (derived) by default; set, it is only checked.
 """
 
 from __future__ import annotations
@@ -48,15 +51,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("mlc.sweep")
+DIRECTIONS = {"max": "maximize", "min": "minimize"}  # trainer.monitor_mode -> the studies' Optuna direction
 
 
 class StudyGridSweeper(Sweeper):
-    def __init__(self, study_grid: DictConfig, sampler: DictConfig, direction: str, storage: str | None,
-                 study_name: str | None, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 1.0,
-                 params: DictConfig | None = None, heartbeat_interval: int = 10, grace_period: int = 60,
-                 pruner: DictConfig | None = None) -> None:
+    def __init__(self, study_grid: DictConfig, sampler: DictConfig, storage: str | None,
+                 study_name: str | None, n_trials: int, direction: str | None = None, n_jobs: int = 1,
+                 max_failure_rate: float = 1.0, params: DictConfig | None = None, heartbeat_interval: int = 10,
+                 grace_period: int = 60, pruner: DictConfig | None = None) -> None:
         self.study_grid = _flatten_leaves(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
-        self.sampler_cfg, self.direction, self.storage = sampler, str(direction), storage
+        self.sampler_cfg, self.storage = sampler, storage
+        self.direction_set = direction  # as configured: None = derived from trainer.monitor_mode
+        self.direction = "" if direction is None else str(direction)  # the study's, once setup/preflight saw the config
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
@@ -67,6 +73,7 @@ class StudyGridSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.direction = self._direction(config)
         in_process = str(OmegaConf.select(config, "hydra.launcher._target_", default="")).startswith("hydra._internal")
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context,
@@ -89,7 +96,7 @@ class StudyGridSweeper(Sweeper):
     def preflight(cls, config: DictConfig) -> None:
         """Validate the sweep against the config before anything starts (called by ``mlc.config.PreflightCheck``).
 
-        Raises ``ConfigError`` for a bad sweeper field, a direction that disagrees with
+        Raises ``ConfigError`` for a bad sweeper field, a direction set explicitly that disagrees with
         ``trainer.monitor_mode``, a grid key that is not in the config, a malformed storage URL, a
         search space Optuna rejects (reversed bounds, log scale from 0), any grid value or
         search-space bound that the config would reject, a storage that cannot be opened, or a
@@ -344,13 +351,7 @@ class StudyGridSweeper(Sweeper):
         from mlc.errors import ConfigError, is_integer, is_real
         from mlc.stores import check_storage_url
 
-        mode = OmegaConf.select(config, "trainer.monitor_mode")
-        expected = {"maximize": "max", "minimize": "min"}.get(self.direction)
-        if expected is None:
-            raise ConfigError("hydra.sweeper.direction", self.direction, "must be maximize or minimize")
-        if mode != expected:
-            raise ConfigError("hydra.sweeper.direction", self.direction,
-                              f"disagrees with trainer.monitor_mode={mode} ({config.trainer.monitor})")
+        self.direction = self._direction(config)
         clash = [a for a in config.hydra.overrides.task if a.split("=", 1)[0].lstrip("+~") in self.study_grid]
         if clash:
             key, _, value = clash[0].partition("=")
@@ -382,6 +383,27 @@ class StudyGridSweeper(Sweeper):
                                   "(a SQLite, journal or PostgreSQL URL), not an in-memory study")
         else:
             check_storage_url(self.storage, "hydra.sweeper.storage")
+
+    def _direction(self, config: DictConfig) -> str:
+        """The study's direction: ``trainer.monitor_mode``'s (max -> maximize, min -> minimize). A direction set
+        explicitly in the sweeper config must agree with it (``ConfigError`` otherwise)."""
+        from mlc.errors import ConfigError
+
+        mode = OmegaConf.select(config, "trainer.monitor_mode")
+        derived = DIRECTIONS.get(mode)
+        if derived is None:
+            raise ConfigError("trainer.monitor_mode", mode, f"must be {' or '.join(DIRECTIONS)}")
+        given = self.direction_set
+        if given is None:
+            return derived
+        if given not in DIRECTIONS.values():
+            raise ConfigError("hydra.sweeper.direction", given,
+                              "must be maximize or minimize, or null to follow trainer.monitor_mode")
+        if given != derived:
+            raise ConfigError("hydra.sweeper.direction", given,
+                              f"disagrees with trainer.monitor_mode={mode} ({config.trainer.monitor}); leave it "
+                              f"unset: the direction follows trainer.monitor_mode")
+        return derived
 
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:

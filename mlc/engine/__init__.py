@@ -1,6 +1,10 @@
-"""Training engine: the loop (``trainer``), DDP helpers (``distributed``), checkpoints (``checkpoint``)."""
+"""Training engine: the loop (``trainer``), its callbacks, settings, EMA, DDP helpers and checkpoints."""
 
+from mlc.engine.callbacks import Callback, Checkpointer, ProgressLog, ScoresWriter, TrackingCallback, standard_callbacks
 from mlc.engine.distributed import DistContext, ShardSampler
-from mlc.engine.trainer import FitResult, Trainer, TrainerSettings, TrainingInterrupted
+from mlc.engine.settings import TrainerSettings, optimizer_steps_per_epoch
+from mlc.engine.trainer import FitResult, TestResult, TrainData, Trainer, TrainingInterrupted
 
-__all__ = ["DistContext", "FitResult", "ShardSampler", "Trainer", "TrainerSettings", "TrainingInterrupted"]
+__all__ = ["Callback", "Checkpointer", "DistContext", "FitResult", "ProgressLog", "ScoresWriter", "ShardSampler",
+           "TestResult", "TrackingCallback", "TrainData", "Trainer", "TrainerSettings", "TrainingInterrupted",
+           "optimizer_steps_per_epoch", "standard_callbacks"]

@@ -27,7 +27,7 @@ from mlc.trusted import check_stored_config
 FORMAT_VERSION = 1
 # Config keys that must match for a checkpoint to be resumed (the rest, e.g. max_epochs, may change).
 RESUME_MUST_MATCH = ("dataset", "sampler", "backbone", "loss", "optimizer", "scheduler", "seed", "trainer.batch_size",
-                     "trainer.precision")
+                     "trainer.precision", "trainer.accumulate_grad_batches", "trainer.ema_decay")
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -78,6 +78,11 @@ def load(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     check_stored_config(state.get("config") or {}, f"checkpoint {path}")
     state["path"] = str(path)
     return state
+
+
+def eval_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights a checkpoint's metrics were measured on: its EMA when the run monitored ``val_ema/*``."""
+    return state["ema"]["weights"] if state.get("eval_weights") == "ema" else state["model"]
 
 
 def check_resumable(state: dict, resolved: dict) -> None:

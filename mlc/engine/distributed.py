@@ -25,6 +25,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    ddp: bool = False  # DDP and collectives even in one process (``make gpu-check``'s 1-process NCCL run)
 
     @property
     def is_main(self) -> bool:
@@ -32,7 +33,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.ddp
 
     @classmethod
     def from_env(cls, device: str = "auto") -> DistContext:

@@ -17,7 +17,7 @@ from mlc.metrics import multilabel_metrics
 
 @torch.no_grad()
 def predict(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, batch_size: int,
-            num_workers: int = 0, autocast_dtype: torch.dtype | None = None):
+            num_workers: int = 0, autocast_dtype: torch.dtype | None = None, channels_last: bool = False):
     """Logits, targets and indices of the whole split, gathered from all ranks and sorted by index.
 
     Each rank scores a strided shard without padding; rows are gathered with their dataset indices
@@ -35,8 +35,9 @@ def predict(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, ba
     logits, targets, indices = [torch.zeros(0, k, device=device)], [torch.zeros(0, k, device=device)], \
         [torch.zeros(0, dtype=torch.long, device=device)]
     for batch in loader:
+        x = batch["image"].to(device, non_blocking=True)
         with autocast:
-            out = module(batch["image"].to(device, non_blocking=True))
+            out = module(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
         logits.append(out.float())
         targets.append(batch["target"].to(device))
         indices.append(torch.as_tensor(batch["index"], device=device))
@@ -66,9 +67,9 @@ class SplitScores:
 
 def score_split(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext, batch_size: int,
                 loss_fn: nn.Module | None = None, num_workers: int = 0,
-                autocast_dtype: torch.dtype | None = None) -> SplitScores:
+                autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> SplitScores:
     """Predict the split (``predict``) and, with ``loss_fn``, its loss taken as one batch."""
-    logits, targets, indices = predict(module, dataset, dist, batch_size, num_workers, autocast_dtype)
+    logits, targets, indices = predict(module, dataset, dist, batch_size, num_workers, autocast_dtype, channels_last)
     loss = None
     if loss_fn is not None:  # in eval mode: a stateful loss must not touch its training-set state here
         was_training = loss_fn.training

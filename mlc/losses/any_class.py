@@ -34,27 +34,27 @@ import torch
 
 from mlc.errors import is_real, require
 from mlc.losses.any_class_fused import FusedAnyClassLoss
-from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
+from mlc.losses.base import ImplementationSwitch, MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
-from mlc.losses.shared_fused import REDUCTION_CODES
 from mlc.losses.weights import class_balanced_weights
 
 
-class AnyClassPresenceLoss(MultiLabelLoss):
+class AnyClassPresenceLoss(ImplementationSwitch, MultiLabelLoss):
     """J^cb_any with BCE or focal base; α = 0 gives the (class-balanced) BCE/focal baselines.
 
     Args:
         class_counts: per-class positive counts of the training set (filled in by the trainer).
         negative_count: number of training instances with no class (filled in by the trainer).
         base: ``"bce"`` or ``"focal"``, the element loss of both terms.
-        lam: λ ∈ [0, 1], weight of absent classes in the any-class logit of a positive instance.
+        lam: λ ∈ [0, 1], weight of absent classes in the any-class logit of a positive instance (config key
+            ``loss.lam``, the λ that sweeps, reports and the ``mlc.lam`` tag name; no other loss has a ``lam``).
         alpha: α ≥ 0, weight of the any-class term (0 switches it off).
         beta: β ∈ [0, 1) for class-balanced instance weights with the negative pseudo-class, or
             ``None`` for unweighted instances (s_i = 1).
         gamma: γ ≥ 0, the focal exponent (ignored for ``base="bce"``).
         reduction: ``labels`` (reference), ``instances``, ``mean`` or ``sum``.
-        implementation: ``fused`` (default: closed-form backward, ``any_class_fused``) or ``autograd``
-            (the readable form below; supports double backward and non-binary targets).
+        implementation: ``fused`` (default: closed-form backward, ``any_class_fused``; 0/1 targets only, see
+            ``binary_targets``) or ``autograd`` (the readable form below; double backward, soft targets).
     """
 
     def __init__(self, class_counts: Sequence[float], negative_count: float, base: str = "bce",
@@ -70,8 +70,7 @@ class AnyClassPresenceLoss(MultiLabelLoss):
         require(is_real(negative_count) and negative_count >= 0, "negative_count", negative_count,
                 "must be >= 0")
         check_reduction(reduction)
-        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
-        self.implementation = implementation
+        self.select_implementation(implementation, binary_only=True)
         self.base, self.lam, self.alpha, self.beta, self.gamma = base, float(lam), float(alpha), beta, float(gamma)
         self.reduction = reduction
         self.num_classes = len(class_counts)
@@ -91,15 +90,15 @@ class AnyClassPresenceLoss(MultiLabelLoss):
             return bce_with_logits(logits, targets)
         return focal_with_logits(logits, targets, self.gamma)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        self.check_inputs(logits, targets, self.num_classes)
-        y = targets.to(logits.dtype)
-        if self.implementation == "fused":
-            weights = (self.class_weights.to(y.dtype), self.negative_weight.to(y.dtype)[0]) if self.balanced \
-                else (None, None)
-            return FusedAnyClassLoss.apply(logits, y, *weights, self.lam, self.alpha, self.gamma,
-                                           self.base == "focal" and self.gamma != 0, REDUCTION_CODES[self.reduction])
-        positive = y.sum(dim=1) > 0
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        weights = (self.class_weights.to(y.dtype), self.negative_weight.to(y.dtype)[0]) if self.balanced \
+            else (None, None)
+        return FusedAnyClassLoss.apply(logits, y, *weights, self.lam, self.alpha, self.gamma,
+                                       self.base == "focal" and self.gamma != 0, self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        row_sums = y.sum(dim=1)
+        positive = row_sums > 0
         per_instance = self.element_loss(logits, y).sum(dim=1)
         if self.alpha != 0.0:
             any_logit = self.any_class_logit(logits, y, positive)
@@ -108,7 +107,7 @@ class AnyClassPresenceLoss(MultiLabelLoss):
             class_w = self.class_weights.to(y.dtype)
             instance_w = torch.where(positive, y @ class_w, self.negative_weight.to(y.dtype))
             per_instance = instance_w * per_instance
-        return reduce_instances(per_instance, y, positive, self.reduction)
+        return reduce_instances(per_instance, y, self.reduction, row_sums)
 
     def any_class_logit(self, logits: torch.Tensor, y: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         """z_a: the v-weighted mean logit (v = 1 present / λ absent; all 1 for a negative instance)."""

@@ -14,9 +14,12 @@ their intermediates. Written out, everything reduces to a few row sums and one c
   Both factors come from one r = softplus(−u) = −log σ(u): softplus(u) = u + r and σ(u)^γ = e^(−γr).
 - softplus itself is ``elementwise.softplus_value`` (``sigmoid`` and ``log``, no ``log1p``; see there why).
 
-Targets must be binary (0/1), as everywhere in the any-class paper. Double backward is not supported
-(use ``implementation: autograd`` for that). ``tests/test_losses_any_class.py`` checks both
-implementations against an independent float64 derivation, and this one against finite differences.
+Targets must be binary (0/1), as everywhere in the any-class paper: y_a = min(n_i, 1), the instance weight
+as a lerp by y_a and focal's softplus((1 − 2y)·z) all assume it. ``AnyClassPresenceLoss`` guards the kernel
+(``binary_targets``: an error on CPU, NaN on an accelerator); ``implementation: autograd`` takes soft
+targets. Double backward is not supported (use ``implementation: autograd`` for that).
+``tests/test_losses_any_class.py`` checks both implementations against an independent float64 derivation,
+and this one against finite differences.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mlc.losses.base import reduction_denominator
 from mlc.losses.elementwise import softplus_value
 
 
@@ -53,7 +57,7 @@ class FusedAnyClassLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None,
                 negative_weight: torch.Tensor | None, lam: float, alpha: float, gamma: float, focal: bool,
-                reduction: int) -> torch.Tensor:
+                reduction: str) -> torch.Tensor:
         b, c = z.shape
         npos = y.sum(1)
         y_a = npos.clamp(max=1.0)                               # 1 if the row has a class (binary targets)
@@ -81,7 +85,7 @@ class FusedAnyClassLoss(torch.autograd.Function):
             p, q = sk.sub_(skw), (skw.sub_(s) if not focal else skw)
         elif not focal:
             q = -s
-        denominator = (npos.clamp(min=1.0).sum(), b, b * c, 1)[reduction]  # labels: n_i, or 1 for a negative
+        denominator = reduction_denominator(y, reduction, row_sums=npos)
         rows = torch.stack([s if t is None else t for t in (s, p, q)]).div_(denominator)
         ctx.save_for_backward(z, y, rows, u, soft, mod)
         ctx.settings = (gamma, p is not None, q is not None)

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 
 from mlc.errors import is_real, require
 from mlc.losses.asl_fused import FusedAsymmetricLoss
-from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
-from mlc.losses.shared_fused import REDUCTION_CODES, power
+from mlc.losses.base import ImplementationSwitch, MultiLabelLoss, check_reduction, reduce_instances
+from mlc.losses.shared_fused import power
 
 
-class AsymmetricLoss(MultiLabelLoss):
+class AsymmetricLoss(ImplementationSwitch, MultiLabelLoss):
     """ASL with positive/negative focusing exponents and probability shift.
 
     Args:
@@ -57,24 +57,22 @@ class AsymmetricLoss(MultiLabelLoss):
         require(isinstance(detach_focal_weight, bool), "detach_focal_weight", detach_focal_weight,
                 "must be true or false")
         check_reduction(reduction)
-        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
-        self.implementation = implementation
+        self.select_implementation(implementation)  # the kernel is affine in y: exact for soft targets too
         self.gamma_pos, self.gamma_neg, self.clip = float(gamma_pos), float(gamma_neg), float(clip)
         self.detach_focal_weight, self.reduction = detach_focal_weight, reduction
         if detach_focal_weight and (gamma_pos > 0 or gamma_neg > 0):
             self.detached_terms = "the focusing weights (1 − p)^γ+ and p_m^γ−"
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        self.check_inputs(logits, targets)
-        y = targets.to(logits.dtype)
-        if self.implementation == "fused":
-            return FusedAsymmetricLoss.apply(logits, y, self.gamma_pos, self.gamma_neg, self.clip,
-                                             self.detach_focal_weight, REDUCTION_CODES[self.reduction])
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return FusedAsymmetricLoss.apply(logits, y, self.gamma_pos, self.gamma_neg, self.clip,
+                                         self.detach_focal_weight, self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         weight_pos, weight_neg = self.focusing_weights(logits)
         if self.detach_focal_weight:
             weight_pos, weight_neg = weight_pos.detach(), weight_neg.detach()
         loss = -(y * weight_pos * F.logsigmoid(logits) + (1.0 - y) * weight_neg * self.log_one_minus_shifted(logits))
-        return reduce_instances(loss.sum(dim=1), y, y.sum(dim=1) > 0, self.reduction)
+        return reduce_instances(loss.sum(dim=1), y, self.reduction)
 
     def log_one_minus_shifted(self, logits: torch.Tensor) -> torch.Tensor:
         """log(1 − p_m) = min(log(σ(−z) + m), 0): finite with a finite gradient for any logit."""

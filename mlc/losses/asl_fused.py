@@ -15,7 +15,8 @@ detached (``detach_focal_weight``, the reference). Where p ≤ m, w− = 0 and �
 their powers by repeated multiplication for small integer exponents and as exp(γ·log x) otherwise (a
 large ``tensor ** float`` changes the process's ``log1p`` speed, see ``mlc/bench/losses.py``).
 
-Double backward is not supported (use ``implementation: autograd`` for that).
+Every term is affine in y (y·A + (1 − y)·N), as in the readable form, so soft targets (label smoothing) are
+exact too. Double backward is not supported (use ``implementation: autograd`` for that).
 ``tests/test_losses_baselines.py`` checks this against the autograd form and finite differences.
 """
 
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from mlc.losses.shared_fused import denominator, power, softplus_pair
+from mlc.losses.base import reduction_denominator
+from mlc.losses.shared_fused import power, softplus_pair
 
 
 class FusedAsymmetricLoss(torch.autograd.Function):
@@ -31,7 +33,7 @@ class FusedAsymmetricLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, gamma_pos: float, gamma_neg: float, clip: float,
-                detach: bool, reduction: int) -> torch.Tensor:
+                detach: bool, reduction: str) -> torch.Tensor:
         sp_z, sp_neg_z = softplus_pair(z)                    # softplus(z), softplus(−z) = −log p
         p, q = torch.sigmoid(z), torch.sigmoid(-z)
         w_pos = torch.mul(sp_z, -gamma_pos).exp_() if gamma_pos != 0 else None   # q^γ+ = e^{−γ+·softplus(z)}
@@ -47,7 +49,7 @@ class FusedAsymmetricLoss(torch.autograd.Function):
         total = torch.dot(y.reshape(-1), pos.reshape(-1)) + torch.addcmul(neg, y, neg, value=-1.0).sum()
         ctx.save_for_backward(y, p, q, q_m, ell, p_m, w_pos, w_neg, pos)
         ctx.settings = (gamma_pos, gamma_neg, clip, detach)
-        ctx.denominator = denominator(y, reduction)
+        ctx.denominator = reduction_denominator(y, reduction)
         return total / ctx.denominator
 
     @staticmethod

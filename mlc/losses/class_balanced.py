@@ -2,8 +2,9 @@
 2019, arXiv 1901.05555) in its two multi-label forms.
 
 Class weights w_c = (1 − β)/(1 − β^{n_c}), normalised to sum to C (``class_balanced_weights``), on a
-BCE or focal element loss ℓ. The single-label paper weights an instance by its class; multi-label
-data has no single official variant, so two are offered:
+BCE or focal element loss ℓ; focal is ``balance``·(1 − p_t)^γ·BCE, the constant factor of the DB paper's
+code, which runs its CB-focal baseline with ``balance_param`` 2 (default 1: plain focal). The single-label
+paper weights an instance by its class; multi-label data has no single official variant, so two are offered:
 
 - ``ClassBalancedPerClassLoss`` (``cb_per_class``): column weights, L_i = Σ_c w_c ℓ(z_ic, y_ic) —
   every entry of class c, positive or negative, is weighted by w_c.
@@ -38,16 +39,21 @@ class _ClassBalancedLoss(MultiLabelLoss):
         base: ``"bce"`` or ``"focal"``.
         beta: β ∈ [0, 1) (reference 0.9999; 0 gives uniform weights).
         gamma: γ ≥ 0, focal exponent (focal base only).
+        balance: constant factor > 0 of the focal loss (focal base only; 1 = plain focal, the DB paper's
+            code uses 2 for its CB-focal baseline).
         reduction: ``labels`` (default), ``instances`` (÷B), ``mean`` (÷B·C) or ``sum``.
     """
 
-    def __init__(self, class_counts: Sequence[float], base: str, beta: float, gamma: float, reduction: str):
+    def __init__(self, class_counts: Sequence[float], base: str, beta: float, gamma: float, balance: float,
+                 reduction: str):
         super().__init__()
         require(base in ("bce", "focal"), "base", base, "must be 'bce' or 'focal'")
         require(is_real(beta) and 0.0 <= beta < 1.0, "beta", beta, "β must be in [0, 1)")
         require(is_real(gamma) and gamma >= 0.0, "gamma", gamma, "γ must be >= 0")
+        require(is_real(balance) and balance > 0.0, "balance", balance, "must be > 0")
         check_reduction(reduction)
         self.base, self.beta, self.gamma, self.reduction = base, float(beta), float(gamma), reduction
+        self.balance = float(balance)
         weights = torch.from_numpy(class_balanced_weights(list(class_counts), float(beta)))
         self.num_classes = len(weights)
         self.register_buffer("class_weights", weights, persistent=False)
@@ -55,24 +61,26 @@ class _ClassBalancedLoss(MultiLabelLoss):
     def element_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.base == "bce":
             return bce_with_logits(logits, y)
-        return focal_with_logits(logits, y, self.gamma)
+        focal = focal_with_logits(logits, y, self.gamma)
+        return focal if self.balance == 1.0 else self.balance * focal
 
     def extra_repr(self) -> str:
-        return f"base={self.base}, beta={self.beta}, gamma={self.gamma}, reduction={self.reduction}"
+        return (f"base={self.base}, beta={self.beta}, gamma={self.gamma}, balance={self.balance}, "
+                f"reduction={self.reduction}")
 
 
 class ClassBalancedPerClassLoss(_ClassBalancedLoss):
     """L_i = Σ_c w_c ℓ(z_ic, y_ic): class-balanced column weights (arguments: see ``_ClassBalancedLoss``)."""
 
     def __init__(self, class_counts: Sequence[float], base: str = "bce", beta: float = 0.9999, gamma: float = 2.0,
-                 reduction: str = "labels", **unused_stats: object):
-        super().__init__(class_counts, base, beta, gamma, reduction)
+                 balance: float = 1.0, reduction: str = "labels", **unused_stats: object):
+        super().__init__(class_counts, base, beta, gamma, balance, reduction)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.check_inputs(logits, targets, self.num_classes)
         y = targets.to(logits.dtype)
         per_instance = self.element_loss(logits, y) @ self.class_weights.to(y.dtype)
-        return reduce_instances(per_instance, y, y.sum(dim=1) > 0, self.reduction)
+        return reduce_instances(per_instance, y, self.reduction)
 
 
 class ClassBalancedPerInstanceLoss(_ClassBalancedLoss):
@@ -84,9 +92,9 @@ class ClassBalancedPerInstanceLoss(_ClassBalancedLoss):
     """
 
     def __init__(self, class_counts: Sequence[float], base: str = "bce", beta: float = 0.9999, gamma: float = 2.0,
-                 instance_weight: str = "mean", negative_weight: float = 1.0, reduction: str = "labels",
-                 **unused_stats: object):
-        super().__init__(class_counts, base, beta, gamma, reduction)
+                 balance: float = 1.0, instance_weight: str = "mean", negative_weight: float = 1.0,
+                 reduction: str = "labels", **unused_stats: object):
+        super().__init__(class_counts, base, beta, gamma, balance, reduction)
         require(instance_weight in ("mean", "sum"), "instance_weight", instance_weight, "must be 'mean' or 'sum'")
         require(is_real(negative_weight) and negative_weight >= 0, "negative_weight", negative_weight,
                 "must be >= 0")
@@ -101,7 +109,7 @@ class ClassBalancedPerInstanceLoss(_ClassBalancedLoss):
         if self.instance_weight == "mean":
             weight = weight / present.clamp(min=1.0)
         weight = torch.where(positive, weight, self.negative_weight)
-        return reduce_instances(weight * self.element_loss(logits, y).sum(dim=1), y, positive, self.reduction)
+        return reduce_instances(weight * self.element_loss(logits, y).sum(dim=1), y, self.reduction, present)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, instance_weight={self.instance_weight}, "

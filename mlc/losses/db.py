@@ -8,7 +8,8 @@ Two pieces on top of BCE (or focal):
   the sampler meant: r_ik = (1/n_k) / Σ_{j present in i} (1/n_j), the same for every column k of i,
   smoothed to r̂_ik = a + σ(b·(r_ik − μ)).
 - Negative-tolerant regularisation (NTR). A class bias v_k = −(κ/λ)·log(N/n_k − 1) (κ/λ times the
-  logit of the prior n_k/N) shifts the logit, z' = z + v, and negatives get a sharper, λ-scaled logit:
+  logit of the prior n_k/N) shifts the logit, z' = z + v, and negatives get a sharper, λ-scaled logit
+  (λ = ``neg_scale``, the reference code's name; not the any-class loss's ``lam``):
 
       positive:  r̂ · softplus(−z')
       negative:  (r̂/λ) · softplus(λ·z')
@@ -19,8 +20,9 @@ Two pieces on top of BCE (or focal):
 
 Reduction (reference): the mean over all B·C elements. The reference adds the bias to the caller's
 logits in place; here nothing is modified. ``implementation``: ``fused`` (default, ``db_fused``: the
-same values and gradients with a closed-form backward, binary targets) or ``autograd`` (the readable
-form below; double backward).
+same values and gradients with a closed-form backward; DB-Focal's kernel needs 0/1 targets and is guarded,
+see ``binary_targets``, DB's is exact for soft targets too) or ``autograd`` (the readable form below;
+double backward, soft targets).
 
 Edge cases the reference does not meet (its datasets have no negative instance and no empty class):
 - a negative instance (no class present) has no sampling frequency to correct; its weight is the
@@ -37,15 +39,14 @@ from collections.abc import Sequence
 import torch
 
 from mlc.errors import is_real, require
-from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
+from mlc.losses.base import ImplementationSwitch, MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.db_fused import FusedDistributionBalancedLoss
 from mlc.losses.elementwise import bce_with_logits, focal_with_logits
-from mlc.losses.shared_fused import REDUCTION_CODES
 
 log = logging.getLogger(__name__)
 
 
-class DistributionBalancedLoss(MultiLabelLoss):
+class DistributionBalancedLoss(ImplementationSwitch, MultiLabelLoss):
     """DB / DB-Focal: re-balanced weights and negative-tolerant regularisation.
 
     Args:
@@ -54,15 +55,16 @@ class DistributionBalancedLoss(MultiLabelLoss):
         base: ``"bce"`` (DB) or ``"focal"`` (DB-Focal).
         a, b, mu: the smoothing r̂ = a + σ(b·(r − μ)) (reference a = 0.1, b = 10; μ = 0.3 VOC, 0.2 COCO).
         kappa: κ ≥ 0, scale of the class bias (reference 0.05; 0 switches the bias off).
-        lam: λ > 0, the negatives' logit scale (reference 5 VOC, 2 COCO; 1 switches it off).
+        neg_scale: λ > 0, the negatives' logit scale (the reference's ``neg_scale``: 5 VOC, 2 COCO; 1 switches
+            it off). Named apart from the any-class loss's ``lam``, so that a ``loss.lam`` sweep cannot reach it.
         gamma: γ ≥ 0, focal exponent (focal base only; reference 2).
         balance: the focal term's constant factor (focal base only; reference 2).
         reduction: ``mean`` (÷B·C, reference), ``sum``, ``instances`` (÷B) or ``labels``.
-        implementation: ``fused`` (closed-form backward, ``db_fused``) or ``autograd``.
+        implementation: ``fused`` (closed-form backward, ``db_fused``; DB-Focal: 0/1 targets only) or ``autograd``.
     """
 
     def __init__(self, class_counts: Sequence[float], num_samples: int, base: str = "focal", a: float = 0.1,
-                 b: float = 10.0, mu: float = 0.2, kappa: float = 0.05, lam: float = 2.0, gamma: float = 2.0,
+                 b: float = 10.0, mu: float = 0.2, kappa: float = 0.05, neg_scale: float = 2.0, gamma: float = 2.0,
                  balance: float = 2.0, reduction: str = "mean", implementation: str = "fused",
                  **unused_stats: object):
         super().__init__()
@@ -70,14 +72,14 @@ class DistributionBalancedLoss(MultiLabelLoss):
         for key, value in (("a", a), ("b", b), ("kappa", kappa), ("gamma", gamma)):
             require(is_real(value) and value >= 0, key, value, "must be >= 0")
         require(is_real(mu), "mu", mu, "must be a finite number")
-        require(is_real(lam) and lam > 0, "lam", lam, "λ must be > 0")
+        require(is_real(neg_scale) and neg_scale > 0, "neg_scale", neg_scale, "λ must be > 0")
         require(is_real(balance) and balance > 0, "balance", balance, "must be > 0")
         require(is_real(num_samples) and num_samples >= 2, "num_samples", num_samples, "must be >= 2")
         check_reduction(reduction)
-        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
-        self.implementation = implementation
+        self.select_implementation(implementation, binary_only=base == "focal")  # focal's kernel: 0/1 targets
         self.base, self.a, self.b, self.mu = base, float(a), float(b), float(mu)
-        self.kappa, self.lam, self.gamma, self.balance = float(kappa), float(lam), float(gamma), float(balance)
+        self.kappa, self.neg_scale = float(kappa), float(neg_scale)
+        self.gamma, self.balance = float(gamma), float(balance)
         self.reduction = reduction
         self.num_classes = len(class_counts)
         counts = torch.tensor(list(class_counts), dtype=torch.float64)
@@ -89,27 +91,26 @@ class DistributionBalancedLoss(MultiLabelLoss):
                         int((clamped != counts).sum()))
         # Kept in float64, derived from the statistics: cast to the logits' dtype per call, not saved.
         self.register_buffer("inverse_counts", 1.0 / clamped, persistent=False)
-        self.register_buffer("bias", -(self.kappa / self.lam) * torch.log(num_samples / clamped - 1.0),
+        self.register_buffer("bias", -(self.kappa / self.neg_scale) * torch.log(num_samples / clamped - 1.0),
                              persistent=False)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        self.check_inputs(logits, targets, self.num_classes)
-        y = targets.to(logits.dtype)
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        gamma = self.gamma if self.base == "focal" else None
+        balance = self.balance if self.base == "focal" else 1.0
+        return FusedDistributionBalancedLoss.apply(logits, y, self.rebalanced_weights(y, y.sum(dim=1) > 0),
+                                                   self.bias.to(y.dtype), self.neg_scale, gamma, balance,
+                                                   self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         positive = y.sum(dim=1) > 0
-        if self.implementation == "fused":
-            gamma = self.gamma if self.base == "focal" else None
-            balance = self.balance if self.base == "focal" else 1.0
-            return FusedDistributionBalancedLoss.apply(logits, y, self.rebalanced_weights(y, positive),
-                                                       self.bias.to(y.dtype), self.lam, gamma, balance,
-                                                       REDUCTION_CODES[self.reduction])
-        scale = y + self.lam * (1.0 - y)           # 1 for positives, λ for negatives
+        scale = y + self.neg_scale * (1.0 - y)     # 1 for positives, λ for negatives
         scaled = (logits + self.bias.to(y.dtype)) * scale
         if self.base == "bce":
             element = bce_with_logits(scaled, y)
         else:
             element = self.balance * focal_with_logits(scaled, y, self.gamma)
         loss = self.rebalanced_weights(y, positive) / scale * element
-        return reduce_instances(loss.sum(dim=1), y, positive, self.reduction)
+        return reduce_instances(loss.sum(dim=1), y, self.reduction)
 
     def rebalanced_weights(self, y: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         """r̂_ik = a + σ(b·(r_ik − μ)), r_ik = (1/n_k) / Σ_{j present in i} 1/n_j; a + 1 for a negative instance."""
@@ -119,6 +120,6 @@ class DistributionBalancedLoss(MultiLabelLoss):
         return smoothed.masked_fill_(~positive.unsqueeze(1), self.a + 1.0)
 
     def extra_repr(self) -> str:
-        return (f"base={self.base}, a={self.a}, b={self.b}, mu={self.mu}, kappa={self.kappa}, lam={self.lam}, "
-                f"gamma={self.gamma}, balance={self.balance}, reduction={self.reduction}, "
+        return (f"base={self.base}, a={self.a}, b={self.b}, mu={self.mu}, kappa={self.kappa}, "
+                f"neg_scale={self.neg_scale}, gamma={self.gamma}, balance={self.balance}, reduction={self.reduction}, "
                 f"implementation={self.implementation}")

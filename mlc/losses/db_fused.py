@@ -2,7 +2,7 @@
 
 Why: autograd through the readable form (``implementation="autograd"``) makes ~25 passes over the (B, C)
 logits and keeps their intermediates; DB-Focal was the slowest non-stateful loss of the benchmark. Per
-element, with s = 1 (y = 1) | λ (y = 0), x = s·(z + v) and the re-balanced weight r̂ (all constants
+element, with s = 1 (y = 1) | λ (y = 0) (λ = ``neg_scale``), x = s·(z + v) and the re-balanced weight r̂ (all constants
 with respect to z), the element loss is (r̂/s)·β·f(x, y) and
 
     ∂ℓ/∂z = r̂·β·∂f/∂x          (the 1/s of the weight cancels the s of x = s·(z + v))
@@ -12,7 +12,9 @@ focal, with u = (1 − 2y)·x (so σ(u) = 1 − p_t), r = −log σ(u), m = σ(u
 softplus(u) = u + r: f = m·softplus(u) and ∂f/∂x = (1 − 2y)·m·[γ·σ(−u)·softplus(u) + σ(u)].
 softplus is ``elementwise.softplus_value`` (``sigmoid`` and ``log``, no ``log1p``).
 
-Targets must be binary (0/1). Double backward is not supported (use ``implementation: autograd``).
+BCE's f is affine in y, as in the readable form, so DB is exact for soft targets too. Focal's f = m·softplus(u)
+equals m·BCE only for y ∈ {0, 1}: DB-Focal's targets must be binary, which ``DistributionBalancedLoss``
+guards (``binary_targets``). Double backward is not supported (use ``implementation: autograd``).
 ``tests/test_losses_baselines.py`` checks this against the autograd form, the scalar reference and
 finite differences.
 """
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from mlc.losses.base import reduction_denominator
 from mlc.losses.elementwise import softplus_value
-from mlc.losses.shared_fused import denominator
 
 
 class FusedDistributionBalancedLoss(torch.autograd.Function):
@@ -32,9 +34,9 @@ class FusedDistributionBalancedLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, y: torch.Tensor, r_hat: torch.Tensor, bias: torch.Tensor, lam: float,
-                gamma: float | None, balance: float, reduction: int) -> torch.Tensor:
-        s = torch.mul(y, 1.0 - lam).add_(lam)                     # 1 for positives, λ for negatives
+    def forward(ctx, z: torch.Tensor, y: torch.Tensor, r_hat: torch.Tensor, bias: torch.Tensor,
+                neg_scale: float, gamma: float | None, balance: float, reduction: str) -> torch.Tensor:
+        s = torch.mul(y, 1.0 - neg_scale).add_(neg_scale)         # 1 for positives, λ for negatives
         x = torch.add(z, bias).mul_(s)
         if gamma is None:
             f = softplus_value(x).addcmul_(y, x, value=-1.0)      # softplus(x) − y·x
@@ -48,7 +50,7 @@ class FusedDistributionBalancedLoss(torch.autograd.Function):
             saved = (u, soft, m)
         total = torch.dot(r_hat.div(s).reshape(-1), f.reshape(-1))
         ctx.save_for_backward(y, r_hat, *saved)
-        ctx.settings = (gamma, balance / denominator(y, reduction))
+        ctx.settings = (gamma, balance / reduction_denominator(y, reduction))
         return total * ctx.settings[1]
 
     @staticmethod

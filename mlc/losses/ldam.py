@@ -63,7 +63,7 @@ class LDAMLoss(MultiLabelLoss):
         self.check_inputs(logits, targets, self.num_classes)
         y = targets.to(logits.dtype)
         loss = bce_with_logits(self.s * (logits - y * self.margins.to(y.dtype)), y)
-        return reduce_instances(loss.sum(dim=1), y, y.sum(dim=1) > 0, self.reduction)
+        return reduce_instances(loss.sum(dim=1), y, self.reduction)
 
     def extra_repr(self) -> str:
         return f"max_m={self.max_m}, s={self.s}, reduction={self.reduction}"

@@ -47,8 +47,9 @@ p keeps its gradient but the exponent is a constant (``detached_terms``). p in m
 raw logit — the paper's "predicted probability" — not of the shifted or scaled one.
 
 ``implementation``: ``fused`` (default) computes the same values and gradients in one
-``torch.autograd.Function`` with a closed-form backward (``mlc/losses/probability_guided_fused.py``);
-``autograd`` is the readable form of ``forward``, which also supports double backward.
+``torch.autograd.Function`` with a closed-form backward (``mlc/losses/probability_guided_fused.py``; every
+per-label choice is a lerp by y, as the readable form's, so soft targets are exact too); ``autograd`` is the
+readable form (``autograd_forward``), which also supports double backward.
 
 Reduction: eq. 1 sums over the training set (an objective, not a batch rule); the paper trains with
 the DB loss's code, which averages over B·C, so ``mean`` is the default. The batch statistics p̄± are
@@ -66,10 +67,9 @@ import torch.nn.functional as F
 
 from mlc.data.groups import GROUPS, class_groups
 from mlc.errors import is_real, require
-from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
+from mlc.losses.base import ImplementationSwitch, MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import bce_with_logits
 from mlc.losses.probability_guided_fused import FusedProbabilityGuidedLoss
-from mlc.losses.shared_fused import REDUCTION_CODES
 
 FACTORS = ("lambda1_neg", "lambda2_neg", "lambda1_pos", "lambda2_pos")
 FOCAL = ("none", "fixed", "apaf")
@@ -78,7 +78,7 @@ FOCAL = ("none", "fixed", "apaf")
 _ADAPTIVE_SIGN = {"lambda1_neg": -1.0, "lambda2_neg": -1.0, "lambda1_pos": 1.0, "lambda2_pos": 1.0}
 
 
-class ProbabilityGuidedLoss(MultiLabelLoss):
+class ProbabilityGuidedLoss(ImplementationSwitch, MultiLabelLoss):
     """PR / APR / APAF / PG (eq. 5, Table 4, eq. 9, eq. 10) — see the module docstring for the math.
 
     Args:
@@ -116,7 +116,7 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         require(is_real(lambda0) and lambda0 >= 0, "lambda0", lambda0, "λ0 must be >= 0")
         require(is_real(max_ratio) and max_ratio >= 1, "max_ratio", max_ratio, "must be >= 1")
         check_reduction(reduction)
-        require(implementation in ("fused", "autograd"), "implementation", implementation, "must be fused or autograd")
+        self.select_implementation(implementation)  # the kernel is exact for soft targets (module docstring)
         groups = class_groups(counts.tolist())
         specs = dict(zip(FACTORS, (lambda1_neg, lambda2_neg, lambda1_pos, lambda2_pos), strict=True))
         factors = [resolve_factor(name, spec, groups) for name, spec in specs.items()]
@@ -125,7 +125,6 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         self.kappa, self.bias_lambda, self.focal = float(kappa), float(bias_lambda), focal
         self.adaptive = [str(name) for name in adaptive]
         self.lambda0, self.max_ratio, self.reduction = float(lambda0), float(max_ratio), reduction
-        self.implementation = implementation
         # Which of λ1 (the logit scale) and λ2 (the divisor) are 1 for every class and label (fused path skips them).
         self._unit = [all(v == 1.0 for v in factors[i] + factors[i + 2]) and not {FACTORS[i], FACTORS[i + 2]}
                       & set(self.adaptive) for i in (0, 1)]
@@ -156,9 +155,9 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         self.check_inputs(logits, targets, self.num_classes)
         y = targets.to(logits.dtype)
         needs_ratio = self.focal == "apaf" or bool(self.adaptive)
-        log_ratio = self.log_ratio(logits, y) if needs_ratio else None
-        if self.implementation == "fused":
-            return self._fused(logits, y, log_ratio)
+        return self.dispatch(logits, y, self.log_ratio(logits, y) if needs_ratio else None)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
         lambda1_neg, lambda2_neg, lambda1_pos, lambda2_pos = self.pr_factors(log_ratio, logits.dtype)
         scale = y * lambda1_pos + (1.0 - y) * lambda1_neg
         # softplus(s·λ1·z') = BCE(λ1·z', y) for binary y, s = 1 − 2y.
@@ -169,9 +168,9 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
             gamma = y * gamma_pos + (1.0 - y) * gamma_neg
             # σ(s·z)^γ through exp(γ·logsigmoid): finite value and gradient for any γ >= 0 and logit.
             loss = torch.exp(gamma * F.logsigmoid((1.0 - 2.0 * y) * logits)) * loss
-        return reduce_instances(loss.sum(dim=1), y, y.sum(dim=1) > 0, self.reduction)
+        return reduce_instances(loss.sum(dim=1), y, self.reduction)
 
-    def _fused(self, logits: torch.Tensor, y: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor, log_ratio: torch.Tensor | None) -> torch.Tensor:
         """The same loss through ``FusedProbabilityGuidedLoss``: per-class constants, None where trivial."""
         dtype = logits.dtype
         constants = self.fused_constants.to(dtype)  # rows λ1⁻ λ1⁺ 1/λ2⁻ 1/λ2⁺ [γ⁻ γ⁺], × (p̄⁺/p̄⁻)^power
@@ -183,8 +182,7 @@ class ProbabilityGuidedLoss(MultiLabelLoss):
         weight = (None, None) if self._unit[1] else pairs[1]
         gamma = pairs[2] if self.focal != "none" else (None, None)
         bias = self.bias.to(dtype) if self.kappa != 0 else None  # b = −0 for κ = 0: z + b = z
-        return FusedProbabilityGuidedLoss.apply(logits, y, bias, *scale, *weight, *gamma,
-                                                REDUCTION_CODES[self.reduction])
+        return FusedProbabilityGuidedLoss.apply(logits, y, bias, *scale, *weight, *gamma, self.reduction)
 
     def pr_factors(self, log_ratio: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """λ1⁻, λ2⁻, λ1⁺, λ2⁺ per class (4, C); adaptive ones scaled by (p̄⁺/p̄⁻)^{±1} (APR)."""
@@ -251,7 +249,8 @@ def resolve_factor(name: str, spec: object, groups: Sequence[str]) -> list[float
     return [float(v) for v in values]
 
 
-def ntr_bias(counts: np.ndarray, num_samples: float, kappa: float, lam: float) -> np.ndarray:
-    """b_k = −(κ/λ)·log(N/n_k − 1) (DB loss reference code), n_k clipped into [½, N − ½] (float64)."""
+def ntr_bias(counts: np.ndarray, num_samples: float, kappa: float, bias_lambda: float) -> np.ndarray:
+    """b_k = −(κ/λ)·log(N/n_k − 1) (DB loss reference code, λ its ``neg_scale``), n_k clipped into [½, N − ½]
+    (float64)."""
     n = np.clip(counts, 0.5, num_samples - 0.5)
-    return -(kappa / lam) * np.log(num_samples / n - 1.0)
+    return -(kappa / bias_lambda) * np.log(num_samples / n - 1.0)

@@ -13,7 +13,9 @@ focal modulation). The factors and exponents are constants here: they come from 
 from detached batch statistics (``detached_terms``), so the closed form holds them fixed exactly as
 autograd does. softplus is ``elementwise.softplus_value`` (``sigmoid`` and ``log``, no ``log1p``).
 
-Double backward is not supported (use ``implementation: autograd`` for that).
+Every per-label choice is a lerp by y and ℓ is affine in y for fixed a, w, γ, exactly as in the readable form, so
+soft targets (label smoothing) give the readable form's values and gradients too. Double backward is not
+supported (use ``implementation: autograd`` for that).
 ``tests/test_losses_probability_guided.py`` checks this against the autograd form, the scalar reference
 and finite differences.
 """
@@ -22,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from mlc.losses.base import reduction_denominator
 from mlc.losses.elementwise import softplus_value
-from mlc.losses.shared_fused import denominator
 
 
 def _by_label(negative: torch.Tensor | None, difference: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor | None:
@@ -41,7 +43,7 @@ class FusedProbabilityGuidedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, y: torch.Tensor, bias, scale, scale_diff, weight, weight_diff, gamma,
-                gamma_diff, reduction: int) -> torch.Tensor:
+                gamma_diff, reduction: str) -> torch.Tensor:
         a = _by_label(scale, scale_diff, y)
         shifted = z if bias is None else z + bias
         x = shifted if a is None else a * shifted
@@ -55,7 +57,7 @@ class FusedProbabilityGuidedLoss(torch.autograd.Function):
             wm = m if wm is None else m.mul_(wm)
         total = bce.sum() if wm is None else torch.dot(wm.reshape(-1), bce.reshape(-1))
         ctx.save_for_backward(y, a, x, wm, nu, g, bce if gamma is not None else None)
-        ctx.denominator = denominator(y, reduction)
+        ctx.denominator = reduction_denominator(y, reduction)
         return total / ctx.denominator
 
     @staticmethod

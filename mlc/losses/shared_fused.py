@@ -1,4 +1,6 @@
-"""Small pieces shared by the fused (closed-form backward) baseline losses: ``asl_fused``, ``probability_guided_fused``.
+"""Small pieces shared by the fused (closed-form backward) kernels: ``asl_fused``, ``single_positive_fused``.
+
+The reduction's denominator and the ``implementation`` switch are in ``mlc/losses/base.py`` (one for every loss).
 
 Why these exist: PyTorch's ``softplus``/``logsigmoid`` go through ``log1p`` (slow here, see
 ``mlc/losses/elementwise.py``), and a large ``tensor ** float`` switches the whole process into a state
@@ -8,8 +10,6 @@ where ``log1p`` is fast, which distorts the loss benchmark (``mlc/bench/losses.p
 from __future__ import annotations
 
 import torch
-
-REDUCTION_CODES = {"labels": 0, "instances": 1, "mean": 2, "sum": 3}
 
 
 def softplus_pair(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,9 +33,3 @@ def power(x: torch.Tensor, exponent: float) -> torch.Tensor:
             return result
         base = base * base
 
-
-def denominator(y: torch.Tensor, reduction: int):
-    """The divisor of ``reduce_instances`` for the sum of all element losses."""
-    if reduction == 0:
-        return y.sum() + (~(y.sum(dim=1) > 0)).sum()
-    return (y.shape[0], y.numel(), 1)[reduction - 1]

@@ -31,7 +31,8 @@ a batch-level regulariser (EPR, ROLE) is added after the reduction, as in the re
 kernel by default (``single_positive_fused``: the closed-form gradient computed in the forward, a few
 times fewer passes over the logits than autograd through the forms below); ``implementation:
 autograd`` runs the readable forms below (double backward, debugging). Both give the same values and
-gradients up to rounding. AN/AN-LS/WAN and EPR are a handful of ops and stay on autograd.
+gradients up to rounding, for soft targets too (every kernel is a lerp by y, as the readable forms are
+affine in y). AN/AN-LS/WAN and EPR are a handful of ops and stay on autograd.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from torch import nn
 
 from mlc.errors import is_integer, is_real, require
 from mlc.losses import single_positive_fused as fused
-from mlc.losses.base import MultiLabelLoss, check_reduction, reduce_instances
+from mlc.losses.base import ImplementationSwitch, MultiLabelLoss, check_reduction, reduce_instances
 from mlc.losses.elementwise import focal_with_logits, log_sigmoid, softplus
 
 WAN_WEIGHT = "1/(C-1)"
@@ -74,14 +75,6 @@ def expected_positive_penalty(probs: torch.Tensor, expected_positives: float) ->
     return (probs.sum(dim=1).mean() - expected_positives) ** 2 / probs.shape[1] ** 2
 
 
-IMPLEMENTATIONS = ("fused", "autograd")
-
-
-def _check_implementation(implementation: str) -> str:
-    require(implementation in IMPLEMENTATIONS, "implementation", implementation, "must be fused or autograd")
-    return implementation
-
-
 def _require_indices(indices: torch.Tensor | None, batch: int) -> None:
     if indices is None or indices.shape != (batch,):
         raise ValueError(f"this loss keeps per-instance state: call it with indices= of shape ({batch},)")
@@ -109,7 +102,7 @@ class SinglePositiveLoss(MultiLabelLoss):
         return targets.to(logits.dtype)
 
     def reduce(self, elementwise: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return reduce_instances(elementwise.sum(dim=1), y, y.sum(dim=1) > 0, self.reduction)
+        return reduce_instances(elementwise.sum(dim=1), y, self.reduction)
 
     def neg_log(self, logits: torch.Tensor) -> torch.Tensor:
         return neg_log_sigmoid(logits, self.log_eps)
@@ -255,7 +248,7 @@ class RoleLoss(ExpectedPositiveLoss):
                 f"optimizer_options={self.optimizer_options}")
 
 
-class EntropyMaximizationLoss(SinglePositiveLoss):
+class EntropyMaximizationLoss(ImplementationSwitch, SinglePositiveLoss):
     """EM (Zhou et al. 2022): −log p on observed positives, −α·H(p) on unknowns (entropy maximisation).
 
     H(p) = −p log p − (1 − p) log(1 − p), each log as −log(x + ε) of the reference; the loss of an
@@ -271,13 +264,21 @@ class EntropyMaximizationLoss(SinglePositiveLoss):
         super().__init__(class_counts, reduction, log_eps)
         require(is_real(alpha) and alpha >= 0, "alpha", alpha, "α must be >= 0")
         self.alpha = float(alpha)
-        self.implementation = _check_implementation(implementation)
+        self.select_implementation(implementation)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = self.targets_like(logits, targets)
-        if self.implementation == "fused":
-            return fused.fused_loss(fused.em_kernel, logits, y, (self.alpha, self.log_eps), self.reduction)
-        return self.reduce(self.entropy_maximization(logits, y), y)
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor, pseudo: tuple | None = None) -> torch.Tensor:
+        """``pseudo`` (EM + APL): (labelled mask, soft label) of the batch's pseudo-labelled unknowns."""
+        settings = (self.alpha, self.log_eps)
+        if pseudo is not None:
+            settings += (pseudo[0].to(logits.dtype), pseudo[1], self.beta)
+        return fused.fused_loss(fused.em_kernel, logits, y, settings, self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor, pseudo: tuple | None = None) -> torch.Tensor:
+        elementwise = self.entropy_maximization(logits, y)
+        if pseudo is not None:
+            labelled, soft = pseudo
+            elementwise = torch.where(labelled, self.beta * soft_cross_entropy(logits, soft, self.log_eps), elementwise)
+        return self.reduce(elementwise, y)
 
     def entropy_maximization(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         entropy = soft_cross_entropy(logits, torch.sigmoid(logits), self.log_eps)
@@ -351,13 +352,7 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
         scores = torch.sigmoid(logits).detach().to(self.scores.dtype)
         self.scores[indices] = torch.where(unknown, scores, math.inf)
         labelled = self.pseudo_mask[indices] & unknown
-        soft = self.pseudo_value[indices].to(logits.dtype)
-        if self.implementation == "fused":
-            settings = (self.alpha, self.log_eps, labelled.to(logits.dtype), soft, self.beta)
-            return fused.fused_loss(fused.em_kernel, logits, y, settings, self.reduction)
-        elementwise = self.entropy_maximization(logits, y)
-        pseudo = self.beta * soft_cross_entropy(logits, soft, self.log_eps)
-        return self.reduce(torch.where(labelled, pseudo, elementwise), y)
+        return self.dispatch(logits, y, (labelled, self.pseudo_value[indices].to(logits.dtype)))
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
         """Pseudo-label from the last epoch's scores (after the warm-up), then start a new record."""
@@ -386,40 +381,41 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
                 f"proportion={self.proportion}, soft_label={self.soft_label}")
 
 
-class HillLoss(SinglePositiveLoss):
+class HillLoss(ImplementationSwitch, SinglePositiveLoss):
     """Hill (Zhang et al. 2021): positives focal on the margin logit, unknowns (λ − p)·p².
 
     Positive: (1 − σ(z − m))^γ · (−log σ(z − m)); unknown: (λ − p)p² with p = σ(z). Nothing is
     detached (the reference's focusing weight carries gradient). Reference reduction: sum.
 
     Args:
-        lam: λ ≥ 0 (reference 1.5); margin: m ≥ 0 (reference 1); gamma: γ ≥ 0 (reference 2).
+        hill_lambda: λ ≥ 0 (reference 1.5; named apart from the any-class loss's ``lam``, so that a
+            ``loss.lam`` sweep cannot reach it); margin: m ≥ 0 (reference 1); gamma: γ ≥ 0 (reference 2).
         implementation: ``fused`` (closed-form gradient, ``single_positive_fused.hill_kernel``) or ``autograd``.
     """
 
-    def __init__(self, class_counts: Sequence[float], lam: float = 1.5, margin: float = 1.0, gamma: float = 2.0,
-                 reduction: str = "sum", implementation: str = "fused", **unused_stats: object):
+    def __init__(self, class_counts: Sequence[float], hill_lambda: float = 1.5, margin: float = 1.0,
+                 gamma: float = 2.0, reduction: str = "sum", implementation: str = "fused", **unused_stats: object):
         super().__init__(class_counts, reduction)
-        require(is_real(lam) and lam >= 0, "lam", lam, "λ must be >= 0")
+        require(is_real(hill_lambda) and hill_lambda >= 0, "hill_lambda", hill_lambda, "λ must be >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
-        self.lam = float(lam)
-        self.implementation = _check_implementation(implementation)
+        self.hill_lambda = float(hill_lambda)
+        self.select_implementation(implementation)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = self.targets_like(logits, targets)
-        if self.implementation == "fused":
-            settings = (self.lam, self.margin, self.gamma)
-            return fused.fused_loss(fused.hill_kernel, logits, y, settings, self.reduction)
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        settings = (self.hill_lambda, self.margin, self.gamma)
+        return fused.fused_loss(fused.hill_kernel, logits, y, settings, self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         positive = focal_with_logits(logits - self.margin, torch.ones_like(y), self.gamma)
         p = torch.sigmoid(logits)
-        return self.reduce(y * positive + (1.0 - y) * (self.lam - p) * p * p, y)
+        return self.reduce(y * positive + (1.0 - y) * (self.hill_lambda - p) * p * p, y)
 
     def extra_repr(self) -> str:
-        return (f"lam={self.lam}, margin={self.margin}, gamma={self.gamma}, reduction={self.reduction}, "
-                f"implementation={self.implementation}")
+        return (f"hill_lambda={self.hill_lambda}, margin={self.margin}, gamma={self.gamma}, "
+                f"reduction={self.reduction}, implementation={self.implementation}")
 
 
-class SPLCLoss(SinglePositiveLoss):
+class SPLCLoss(ImplementationSwitch, SinglePositiveLoss):
     """SPLC (Zhang et al. 2021): focal-margin loss whose confident unknowns count as positives.
 
     Observed positives: focal on z − m; unknowns: focal (same γ) as negatives, except that from epoch
@@ -441,17 +437,17 @@ class SPLCLoss(SinglePositiveLoss):
                 "must be an integer >= 0")
         self.margin, self.gamma = _margin_and_gamma(margin, gamma)
         self.tau, self.start_epoch = float(tau), int(start_epoch)
-        self.implementation = _check_implementation(implementation)
+        self.select_implementation(implementation)
         self.epoch = 0
 
     def set_epoch(self, epoch: int, max_epochs: int) -> None:
         self.epoch = epoch
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = self.targets_like(logits, targets)
-        if self.implementation == "fused":
-            settings = (self.tau, self.margin, self.gamma, self.epoch >= self.start_epoch)
-            return fused.fused_loss(fused.splc_kernel, logits, y, settings, self.reduction)
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        settings = (self.tau, self.margin, self.gamma, self.epoch >= self.start_epoch)
+        return fused.fused_loss(fused.splc_kernel, logits, y, settings, self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         corrected = y
         if self.epoch >= self.start_epoch:
             corrected = torch.where(torch.sigmoid(logits.detach()) > self.tau, torch.ones_like(y), y)
@@ -468,7 +464,7 @@ def _margin_and_gamma(margin: float, gamma: float) -> tuple[float, float]:
     return float(margin), float(gamma)
 
 
-class GeneralizedRobustLoss(SinglePositiveLoss):
+class GeneralizedRobustLoss(ImplementationSwitch, SinglePositiveLoss):
     """GR loss (Chen et al., IJCAI 2024; seed 003).
 
     Observed positive: −log p. Unknown: v(p)·[k̂(p)·L2(p) + (1 − k̂(p))·L3(p)] with
@@ -509,7 +505,7 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
         require(schedule in self.SCHEDULES, "schedule", schedule, f"must be one of {', '.join(self.SCHEDULES)}")
         self.q2, self.q3, self.detach_k, self.schedule = float(q2), float(q3), detach_k, schedule
         self.detached_terms = "v(p) and k̂(p)" if detach_k else "v(p)"
-        self.implementation = _check_implementation(implementation)
+        self.select_implementation(implementation)
         self.current: dict[str, float] = {}
         self.move_to(0.0, 0.0)
 
@@ -526,12 +522,13 @@ class GeneralizedRobustLoss(SinglePositiveLoss):
             first, last = self.ranges[name]
             self.current[name] = first + (last - first) * fraction
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        y = self.targets_like(logits, targets)
+    def fused_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s = self.current
-        if self.implementation == "fused":
-            settings = (s["w"], s["b"], s["mu"], s["sigma"], self.q2, self.q3, self.detach_k, self.log_eps)
-            return fused.fused_loss(fused.gr_kernel, logits, y, settings, self.reduction)
+        settings = (s["w"], s["b"], s["mu"], s["sigma"], self.q2, self.q3, self.detach_k, self.log_eps)
+        return fused.fused_loss(fused.gr_kernel, logits, y, settings, self.reduction)
+
+    def autograd_forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = self.current
         p = torch.sigmoid(logits)
         k_hat = torch.sigmoid(s["w"] * (p.detach() if self.detach_k else p) + s["b"])
         v = torch.exp(-((p.detach() - s["mu"]) ** 2) / (2.0 * s["sigma"] ** 2))

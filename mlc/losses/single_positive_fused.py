@@ -10,7 +10,9 @@ backward is one multiplication. The kernels only use ``sigmoid``, ``exp``, ``log
 (``torch.where``/``masked_fill`` run at ~3–10 ns per element on CPU, against ~0.4 ns for ``lerp``).
 
 Every kernel ``kernel(z, y, need_grad, *settings)`` returns ``(Σ element losses, ∂/∂z of that sum or
-None)``; ``FusedSinglePositiveLoss`` divides by the reduction's denominator. The kernels mirror the
+None)``; ``FusedSinglePositiveLoss`` divides by the reduction's denominator (``base.reduction_denominator``).
+Each kernel blends its positive and unknown terms by y (``lerp``), as the readable forms do (y·A + (1 − y)·U),
+so soft targets give the readable forms' values and gradients too. The kernels mirror the
 element forms of the autograd implementation term by term (same ε placement, same detached factors),
 with 1 − p taken as σ(−z) throughout (the autograd form takes 1 − p literally in a few places: equal
 up to rounding). Double backward is not supported (``once_differentiable`` raises): use
@@ -26,21 +28,11 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from mlc.losses.base import reduction_denominator
 from mlc.losses.elementwise import softplus_value
 from mlc.losses.shared_fused import softplus_pair
 
 Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def reduction_denominator(y: torch.Tensor, reduction: str) -> torch.Tensor | float:
-    """The divisor of ``base.reduce_instances`` for the element sum (``labels``: #positives + #negative rows)."""
-    if reduction == "labels":
-        return y.sum() + (~(y.sum(dim=1) > 0)).sum()
-    if reduction == "instances":
-        return float(y.shape[0])
-    if reduction == "mean":
-        return float(y.numel())
-    return 1.0
 
 
 class FusedSinglePositiveLoss(torch.autograd.Function):
@@ -199,13 +191,13 @@ def _focal_power(s: torch.Tensor, log_s: Callable[[], torch.Tensor], gamma: floa
     return log_s().mul_(gamma).exp_()
 
 
-def hill_kernel(z: torch.Tensor, y: torch.Tensor, need_grad: bool, lam: float, margin: float, gamma: float):
+def hill_kernel(z: torch.Tensor, y: torch.Tensor, need_grad: bool, hill_lambda: float, margin: float, gamma: float):
     """Positive focal σ(−x)^γ·softplus(−x) on x = z − m; unknown (λ − p)·p² (``HillLoss``).
 
     ∂positive/∂z = −σ(−x)^γ·[γ·σ(x)·softplus(−x) + σ(−x)]; ∂unknown/∂z = p(2λ − 3p)·pq.
     """
     p = torch.sigmoid(z)
-    unknown = torch.rsub(p, lam).mul_(p).mul_(p)
+    unknown = torch.rsub(p, hill_lambda).mul_(p).mul_(p)
     x = z - margin if margin else z
     minus_x = x.neg()
     q_x = torch.sigmoid(minus_x)                                  # σ(−x) = 1 − p_t
@@ -215,7 +207,7 @@ def hill_kernel(z: torch.Tensor, y: torch.Tensor, need_grad: bool, lam: float, m
     if not need_grad:
         return total, None
     pq = p * torch.sigmoid(z.neg())
-    d_unknown = torch.mul(p, -3.0).add_(2.0 * lam).mul_(p).mul_(pq)
+    d_unknown = torch.mul(p, -3.0).add_(2.0 * hill_lambda).mul_(p).mul_(pq)
     d_positive = torch.sigmoid(x).mul_(ce).mul_(gamma).add_(q_x).mul_(mod).neg_()
     return total, torch.lerp(d_unknown, d_positive, y)
 
