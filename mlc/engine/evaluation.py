@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlc.data.base import MultiLabelDataset
+from mlc.engine.contracts import needs_indices
 from mlc.engine.distributed import DistContext, ShardSampler
 from mlc.metrics import multilabel_metrics
 
@@ -74,7 +75,7 @@ def score_split(module: nn.Module, dataset: MultiLabelDataset, dist: DistContext
     if loss_fn is not None:  # in eval mode: a stateful loss must not touch its training-set state here
         was_training = loss_fn.training
         loss_fn.eval()
-        extra = {"indices": indices} if getattr(loss_fn, "needs_indices", False) else {}
+        extra = {"indices": indices} if needs_indices(loss_fn) else {}
         with torch.no_grad():
             loss = float(loss_fn(logits, targets, **extra))
         loss_fn.train(was_training)

@@ -65,7 +65,7 @@ class TrainData:
     order: EpochOrder | None = None  # None: a seeded random permutation per epoch
     class_weights: list[float] | None = None  # class-importance weights (val/f2_ciw), if the dataset has them
 
-    def epoch_length(self, seed: int = 0) -> int:
+    def epoch_length(self) -> int:
         """Samples in one training epoch (what ``optimizer_steps_per_epoch`` needs for the LR schedule)."""
         return len(self.order.indices(0)) if self.order is not None else len(self.splits["train"])
 
