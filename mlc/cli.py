@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "data": ("mlc.data", (), "statistics of a dataset config, and checks of its files"),
     "sweeps": ("mlc.sweeps", (), "status of the sweeps' Optuna studies (and --fail-stale for dead trials)"),
     "ui": ("mlc.ui", (), "the MLflow dashboard (or --optuna: optuna-dashboard) on 127.0.0.1"),
+    "reproduce": ("mlc.reproduce", (), "a seed paper's comparison (experiment preset) run, reported, written up"),
     "gpu-check": ("mlc.gpu_check", (), "on a GPU: AMP, compile, NCCL DDP, fused losses, trainer vs bare loop"),
 }
 

@@ -21,7 +21,7 @@ def test_help_lists_every_command_with_one_line_and_each_module_exists(capsys):
         assert f"  {name} " in text and line in text
         assert importlib.util.find_spec(module) is not None, module
     assert set(COMMANDS) == {"train", "sweep", "infer", "evaluate", "report", "plot", "data", "sweeps", "ui",
-                             "gpu-check"}
+                             "reproduce", "gpu-check"}
 
 
 def test_an_unknown_command_is_one_line_with_a_suggestion(capsys):

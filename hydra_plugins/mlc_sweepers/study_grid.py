@@ -412,13 +412,37 @@ class StudyGridSweeper(Sweeper):
         from mlc.errors import ConfigError
 
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        groups = set(OmegaConf.select(config, "hydra.runtime.choices", default=None) or {})
         for key, value in probes:
-            probe = task.copy()
-            OmegaConf.update(probe, key, value, force_add=False)
             try:
+                if key in groups:  # a config group (loss: [bce, focal]): the whole option, composed as a job would
+                    probe = _compose_with(config, key, value)
+                else:
+                    probe = task.copy()
+                    OmegaConf.update(probe, key, value, force_add=False)
                 check_config(probe)
             except ConfigError as err:
                 raise ConfigError(err.key, err.value, f"{err.reason} (a value of {source.format(key=key)})") from None
+
+
+def _compose_with(config: DictConfig, group: str, option: Any) -> DictConfig:
+    """The task config with ``group=option`` on top of the command line's plain overrides (a grid over a
+    config group, e.g. ``study_grid: {loss: [bce, focal]}``); an unknown option is a ``ConfigError``."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import MissingConfigException
+
+    from mlc.config import compose_config
+    from mlc.errors import ConfigError
+
+    plain = [o.input_line for o in _parse(list(config.hydra.overrides.task)) if not o.is_sweep_override()
+             and o.key_or_group.lstrip("+~") != group]
+    overrides = [*plain, f"{group}={option}"]
+    try:  # inside the Hydra app (the sweep's preflight) its own config search path composes; else mlc's conf/
+        return compose(config.hydra.job.config_name or "train", overrides=overrides) \
+            if GlobalHydra.instance().is_initialized() else compose_config(overrides)
+    except MissingConfigException:
+        raise ConfigError(group, option, f"no such {group} option") from None
 
 
 def search_space(params: dict[str, Any], arguments: list[str]) -> tuple[dict, list[str]]:

@@ -1,0 +1,237 @@
+"""``mlc reproduce NAME [overrides]``: one seed paper's headline comparison, run and written up in one command.
+
+Each preset is an ``experiment=<name>`` config (``conf/experiment/<name>.yaml``): a grid of runs on mlc's
+sweeper, one study per grid point with one trial each, so **running the command again continues where it
+stopped** (finished runs are not repeated). Then ``mlc report`` makes the table over seeds, the paired
+differences and the figures from the tracked runs, and ``experiments/<name>/RESULTS.md`` is written around
+them: the exact command, machine, date, git commit and wall time, and the report's own files, unedited.
+Its ``Reading`` section (two or three sentences on whether the paper's claim held) is written by a person
+and kept when the file is re-made.
+
+Overrides go to every run (``dataset=coco_modified dataset.root=/data/coco backbone=tresnet_l``); the runs
+of one set of overrides share one sweep folder, ``<outputs>/reproduce/<name>-<hash of the overrides>``.
+``--tiny`` runs the same preset in a tiny form (1 epoch, small data, the first and last values of each
+grid list): the test suite does, so that presets cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+READING_START, READING_END = "<!-- reading: written by hand, kept when the file is re-made -->", "<!-- /reading -->"
+TINY = ("trainer.max_epochs=1", "dataset.train_size=128", "dataset.val_size=64", "dataset.test_size=64",
+        "trainer.batch_size=32", "trainer.tune_thresholds=null", "trainer.save_scores=false")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How ``mlc reproduce`` runs and reports one ``conf/experiment/<name>.yaml``."""
+
+    name: str
+    paper: str  # the seed paper and the claim the comparison tests
+    group_by: str
+    metrics: str
+    baseline: str | None = None
+    phases: tuple[tuple[str, ...], ...] = ((),)  # extra overrides of each sweep invocation (same sweep folder)
+    tiny: tuple[str, ...] = ()  # extra overrides of the tiny form
+    tiny_metrics: str | None = None  # the tiny form's metrics, where its data lacks some (no head classes)
+
+
+PRESETS = {p.name: p for p in (
+    Preset("anyclass_table",
+           "seed 000 (any-class presence likelihood, arXiv 2506.05721): at a high negative ratio J_any "
+           "(any_bce, any_focal) beats the class-balanced baselines (cb_bce, cb_focal) in F1, F2 and mAP, "
+           "on more than one backbone, without losing F1 on the negative instances",
+           group_by="loss,backbone", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg", baseline="cb_bce"),
+    Preset("lambda_ablation",
+           "seed 000, λ ablation: the absent-class weight λ of J_any matters, with a best value near 0.02 and "
+           "λ = 0 (no absent classes in the any-class logit) worse",
+           group_by="lam,negative_ratio", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg",
+           baseline="0"),
+    Preset("longtail_table",
+           "seed 002 (probability-guided loss): on long-tailed data PG improves mAP over BCE, focal, CB-focal, "
+           "ASL and DB-focal (class-aware sampling), most of all on the tail classes",
+           group_by="loss", metrics="test/map,test/map_head,test/map_medium,test/map_tail", baseline="bce",
+           phases=(("hydra.sweeper.study_grid.loss=[bce,focal,cb_focal,asl,pg]",),
+                   ("hydra.sweeper.study_grid.loss=[db_focal]", "sampler=class_aware")),
+           tiny=("dataset.longtail_max=12",), tiny_metrics="test/map,test/map_tail"),
+    Preset("single_positive_table",
+           "seed 003 (single-positive learning): with one observed positive per image, losses that model the "
+           "unknown labels (ROLE, EM, EM+APL, GR) beat assume-negative (AN) in mAP on clean test labels",
+           group_by="loss", metrics="test/map,test/f1_macro", baseline="an"),
+    Preset("f1_surrogates_table",
+           "seed 004 (F1 surrogates): training on a differentiable F1 (soft_f1, sigmoid_f1) raises macro, micro "
+           "and weighted F1 over BCE and focal at the fixed threshold",
+           group_by="loss", metrics="test/f1_macro,test/f1_micro,test/f1_weighted,test/map", baseline="bce"),
+)}
+
+
+class ReproduceError(Exception):
+    """An input mistake: one line, exit 2."""
+
+
+def sweep_folder(outputs: Path, name: str, overrides: list[str], tiny: bool) -> Path:
+    key = hashlib.sha256("\0".join([*overrides, "tiny" if tiny else "full"]).encode()).hexdigest()[:8]
+    return outputs / "reproduce" / f"{name}-{key}"
+
+
+def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
+    """The tiny form: 1 epoch of small data and the first and last values of each grid list."""
+    from mlc.config import compose_config
+
+    cfg = compose_config([f"experiment={preset.name}", *overrides], hydra=True)
+    grid = OmegaConf.to_container(cfg.hydra.sweeper.study_grid, resolve=True)
+    trimmed = [f"hydra.sweeper.study_grid.{key}=[{','.join(map(str, _ends(values)))}]"
+               for key, values in _leaves(grid).items() if len(values) > 2]
+    return [*TINY, *preset.tiny, *trimmed]
+
+
+def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None = None,
+        outputs: Path | None = None, say=print) -> Path:
+    """Run preset ``name`` (continuing an earlier run of the same command), report it, write RESULTS.md."""
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise ReproduceError(f"no preset {name!r}; choose from {', '.join(PRESETS)}")
+    outputs = Path(outputs or os.environ.get("MLC_OUTPUTS") or REPO / "outputs").resolve()
+    folder = sweep_folder(outputs, name, overrides, tiny)
+    output = Path(output) if output is not None else REPO / "experiments" / name
+    extra = tiny_overrides(preset, overrides) if tiny else []
+    env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
+    started = time.perf_counter()
+    for phase in preset.phases:
+        phase = tuple(_trim(o) for o in phase) if tiny else phase
+        command = [sys.executable, "-m", "mlc.train", "-m", f"experiment={name}", f"hydra.sweep.dir={folder}",
+                   *extra, *phase, *overrides]
+        say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
+        done = subprocess.run(command, cwd=REPO, env=env)
+        if done.returncode != 0:
+            raise SystemExit(done.returncode)  # the sweep printed its own error; the same command continues it
+    report_dir = output / "report"
+    metrics = (tiny and preset.tiny_metrics) or preset.metrics
+    report = [sys.executable, "-m", "mlc.report", "--outputs", str(outputs), "--experiment", name, "--sweep",
+              str(folder), "--group-by", preset.group_by, "--metrics", metrics, "--output", str(report_dir),
+              *(["--baseline", preset.baseline] if preset.baseline is not None else [])]
+    say(f"reproduce {name}: {shlex.join(report[1:])}", flush=True)
+    if subprocess.run(report, cwd=REPO, env=env).returncode != 0:
+        raise SystemExit(1)
+    seconds = time.perf_counter() - started
+    results = output / "RESULTS.md"
+    results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results)))
+    say(f"reproduce {name}: wrote {results} ({seconds / 60:.1f} min)")
+    return results
+
+
+def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: Path, seconds: float,
+                 reading: str) -> str:
+    command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []), *overrides])
+    files = {p.name for p in report_dir.iterdir()}
+    lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.paper}.", "",
+             "## How it was made", "", "```", command, "```", "",
+             f"- machine: {_machine()}", f"- date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; git commit "
+             f"{_git_commit()}; wall time {seconds / 60:.1f} min (runs continued from an earlier invocation "
+             "are not counted again)",
+             f"- runs: `experiment={preset.name}` (`conf/experiment/{preset.name}.yaml`), then `mlc report "
+             f"--group-by {preset.group_by}{f' --baseline {preset.baseline}' if preset.baseline else ''}` "
+             f"(its full output: [report/report.md](report/report.md))", "",
+             "## Results (made by `mlc report`, not edited)", "",
+             "Mean ± sample std over seeds; best mean per column in bold.", "", _read(report_dir / "table.md")]
+    if "differences.md" in files:
+        lines += ["", f"Paired per-seed differences to `{preset.group_by.split(',')[0]}={preset.baseline}` "
+                  "(95% t interval; an interval holding 0 is *no difference*):", "",
+                  _read(report_dir / "differences.md")]
+    if "best_lambda.md" in files:
+        lines += ["", "Best λ per negative ratio:", "", _read(report_dir / "best_lambda.md")]
+    figures = [f for f in ("lambda_vs_ratio.png", "learning_curves.png", "probabilities.png", "per_class_ap.png")
+               if f in files]
+    lines += [""] + [f"![{f[:-4].replace('_', ' ')}](report/{f})" for f in figures]
+    lines += ["", "## Reading", "", READING_START, reading.strip() or "_Not written yet._", READING_END, ""]
+    return "\n".join(lines)
+
+
+def _reading(results: Path) -> str:
+    if not results.is_file():
+        return ""
+    text = results.read_text()
+    if READING_START in text and READING_END in text:
+        return text.split(READING_START, 1)[1].split(READING_END, 1)[0]
+    return ""
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.is_file() else "_(not made)_"
+
+
+def _ends(values: list) -> list:
+    return [values[0], values[-1]] if len(values) > 2 else list(values)
+
+
+def _trim(override: str) -> str:
+    """``hydra.sweeper.study_grid.loss=[a,b,c]`` -> ``...=[a,c]`` (the tiny form of a phase's grid)."""
+    key, sep, value = override.partition("=")
+    if key.startswith("hydra.sweeper.study_grid.") and value.startswith("[") and value.endswith("]"):
+        return f"{key}{sep}[{','.join(_ends(value[1:-1].split(',')))}]"
+    return override
+
+
+def _leaves(grid: dict, prefix: str = "") -> dict[str, list]:
+    out: dict[str, list] = {}
+    for key, value in grid.items():
+        if isinstance(value, dict):
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = list(value)
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head}{' (with uncommitted changes)' if dirty else ''}"
+
+
+def _machine() -> str:
+    from mlc.bench.common import machine
+
+    return machine() if platform.system() else "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlc reproduce", description=__doc__.split("\n\n")[0],
+                                     epilog="presets: " + ", ".join(PRESETS))
+    parser.add_argument("name", help="the preset: " + ", ".join(PRESETS))
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (dataset=..., backbone=...)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="1 epoch, small data, the first and last value of each grid list")
+    parser.add_argument("--output", type=Path, default=None, help="where RESULTS.md and report/ go "
+                        "(default: experiments/<name>/)")
+    parser.add_argument("--outputs", type=Path, default=None, help="mlc's outputs folder (default: $MLC_OUTPUTS or "
+                        "outputs/)")
+    args = parser.parse_args(argv)
+    try:
+        run(args.name, args.overrides, args.tiny, args.output, args.outputs)
+    except ReproduceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
