@@ -110,7 +110,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     output = Path(output) if output is not None else REPO / "experiments" / name
     extra = tiny_overrides(preset, overrides) if tiny else []
     env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
-    started = time.perf_counter()
+    commit, started = _git_commit(), time.perf_counter()  # the code the runs start from
     for phase in preset.phases:
         phase = tuple(_trim(o) for o in phase) if tiny else phase
         command = [sys.executable, "-m", "mlc.train", "-m", f"experiment={name}", f"hydra.sweep.dir={folder}",
@@ -129,19 +129,19 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
         raise SystemExit(1)
     seconds = time.perf_counter() - started
     results = output / "RESULTS.md"
-    results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results)))
+    results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results), commit))
     say(f"reproduce {name}: wrote {results} ({seconds / 60:.1f} min)")
     return results
 
 
 def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: Path, seconds: float,
-                 reading: str) -> str:
+                 reading: str, commit: str) -> str:
     command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []), *overrides])
     files = {p.name for p in report_dir.iterdir()}
     lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.paper}.", "",
              "## How it was made", "", "```", command, "```", "",
              f"- machine: {_machine()}", f"- date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; git commit "
-             f"{_git_commit()}; wall time {seconds / 60:.1f} min (runs continued from an earlier invocation "
+             f"{commit}; wall time {seconds / 60:.1f} min (runs continued from an earlier invocation "
              "are not counted again)",
              f"- runs: `experiment={preset.name}` (`conf/experiment/{preset.name}.yaml`), then `mlc report "
              f"--group-by {preset.group_by}{f' --baseline {preset.baseline}' if preset.baseline else ''}` "
