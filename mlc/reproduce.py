@@ -9,7 +9,7 @@ Its ``Reading`` section (two or three sentences on whether the paper's claim hel
 and kept when the file is re-made.
 
 Overrides go to every run (``dataset=coco_modified dataset.root=/data/coco backbone=tresnet_l``); the runs
-of one set of overrides share one sweep folder, ``<outputs>/reproduce/<name>-<hash of the overrides>``.
+of one config share one sweep folder, ``<outputs>/reproduce/<name>@<config hash>`` (the studies' name).
 ``--tiny`` runs the same preset in a tiny form (1 epoch, small data, the first and last values of each
 grid list): the test suite does, so that presets cannot rot.
 """
@@ -17,7 +17,6 @@ grid list): the test suite does, so that presets cannot rot.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shlex
@@ -83,9 +82,20 @@ class ReproduceError(Exception):
     """An input mistake: one line, exit 2."""
 
 
-def sweep_folder(outputs: Path, name: str, overrides: list[str], tiny: bool) -> Path:
-    key = hashlib.sha256("\0".join([*overrides, "tiny" if tiny else "full"]).encode()).hexdigest()[:8]
-    return outputs / "reproduce" / f"{name}-{key}"
+def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
+    """``<outputs>/reproduce/<study base name>``: the name mlc's sweeper gives this config's studies
+    (``<preset>@<config hash>``), so the folder changes exactly when the studies do. A re-run of the same
+    config continues its studies and finds their runs here; a changed preset, override or default
+    config gets new studies and a new folder, which the report then sees alone."""
+    from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper, search_space
+    from mlc.config import compose_config
+
+    cfg = compose_config([f"experiment={name}", *arguments], hydra=True)
+    sweeper = StudyGridSweeper(**{k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")})
+    sweeper.direction = sweeper._direction(cfg)
+    distributions, _ = search_space(sweeper.params, arguments)
+    names, _ = sweeper._names(cfg, distributions, arguments)
+    return outputs / "reproduce" / names[0][0].split("[", 1)[0]
 
 
 def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
@@ -106,9 +116,10 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     if preset is None:
         raise ReproduceError(f"no preset {name!r}; choose from {', '.join(PRESETS)}")
     outputs = Path(outputs or os.environ.get("MLC_OUTPUTS") or REPO / "outputs").resolve()
-    folder = sweep_folder(outputs, name, overrides, tiny)
     output = Path(output) if output is not None else REPO / "experiments" / name
     extra = tiny_overrides(preset, overrides) if tiny else []
+    first = tuple(_trim(o) for o in preset.phases[0]) if tiny else preset.phases[0]
+    folder = sweep_folder(outputs, name, [*extra, *first, *overrides])
     env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
     commit, started = _git_commit(), time.perf_counter()  # the code the runs start from
     for phase in preset.phases:

@@ -894,3 +894,14 @@ def test_fused_float32_extremes_match_float64():
         got = grad(loss, z, y)
         assert np.isfinite(got).all(), case
         np.testing.assert_allclose(got, expected_grad, rtol=1e-4, atol=1e-6 * np.abs(expected_grad).max(), err_msg=case)
+
+
+def test_em_apl_warns_when_the_warm_up_outlasts_the_run(caplog):
+    loss = apl(warmup_epochs=5)
+    with caplog.at_level("WARNING", logger="mlc.losses"):
+        loss.set_epoch(0, 5)
+    assert "warmup_epochs=5 >= trainer.max_epochs=5: no pseudo-labelling" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlc.losses"):
+        apl(warmup_epochs=5).set_epoch(0, 10)
+    assert not caplog.text

@@ -37,6 +37,7 @@ affine in y). AN/AN-LS/WAN and EPR are a handful of ops and stay on autograd.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -358,6 +359,10 @@ class AsymmetricPseudoLabelLoss(EntropyMaximizationLoss):
         """Pseudo-label from the last epoch's scores (after the warm-up), then start a new record."""
         if epoch == int(self.current_epoch):
             return
+        if epoch == 0 and self.warmup_epochs >= max_epochs:  # a run that would silently be plain EM
+            logging.getLogger("mlc.losses").warning(
+                "em_apl: warmup_epochs=%d >= trainer.max_epochs=%d: no pseudo-labelling will happen (this run is "
+                "plain EM); lower loss.warmup_epochs or raise trainer.max_epochs", self.warmup_epochs, max_epochs)
         if self.warmup_epochs <= epoch < max_epochs:
             self.pseudo_label(max_epochs - self.warmup_epochs)
         self.scores.fill_(math.inf)
