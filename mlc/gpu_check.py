@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -33,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlc.bench.common import RESULTS_DIR, machine
+from mlc.bench.common import RESULTS_DIR, AlternatingRates, machine
 from mlc.data import SPLITS, DigitScenes
 from mlc.data.base import MultiLabelDataset
-from mlc.engine import Callback, DistContext, TrainData, Trainer, TrainerSettings, optimizer_steps_per_epoch
+from mlc.engine import DistContext, TrainData, Trainer, TrainerSettings, optimizer_steps_per_epoch
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import Checkpointer
 from mlc.models import create_backbone
@@ -292,17 +291,10 @@ def throughput(profile: Profile, name: str) -> dict[str, float]:
         float(loss.detach())  # wait for the device
         return seen / (time.perf_counter() - start)
 
-    rates: list[tuple[float, float]] = []
-
-    class Alternate(Callback):
-        def on_epoch_end(self, trainer, record, improved):
-            bare_rate = bare_epoch(int(record["epoch"]))
-            if record["epoch"] > 1:
-                rates.append((record["train/samples_per_s"], bare_rate))
-
+    alternate = AlternatingRates(bare_epoch)
     with tempfile.TemporaryDirectory() as run_dir:
         model = create_backbone(name, num_classes=20)
-        trainer = _trainer(profile, run_dir, data=data, model=model, callbacks=[Alternate()],
+        trainer = _trainer(profile, run_dir, data=data, model=model, callbacks=[alternate],
                            max_epochs=profile.rounds + 1, precision="bf16-mixed", num_workers=profile.workers,
                            channels_last=device.type == "cuda", matmul_precision="high", test_after_fit=False,
                            eval_batch_size=profile.batch_size)
@@ -312,8 +304,7 @@ def throughput(profile: Profile, name: str) -> dict[str, float]:
     del trainer, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"model": name, "params_m": params, "trainer": statistics.median(t for t, _ in rates),
-            "bare": statistics.median(b for _, b in rates), "ratio": statistics.median(t / b for t, b in rates)}
+    return {"model": name, "params_m": params, **alternate.summary()}
 
 
 def run(profile: Profile, out: Path | None, skip: tuple[str, ...] = ()) -> tuple[list[Check], list[dict]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -26,8 +25,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 READING_START, READING_END = "<!-- reading: written by hand, kept when the file is re-made -->", "<!-- /reading -->"
@@ -82,16 +79,23 @@ class ReproduceError(Exception):
     """An input mistake: one line, exit 2."""
 
 
+def _sweeper(name: str, arguments: list[str]):
+    """The preset's composed config and mlc's sweeper as the sweep would build them (grid flattened)."""
+    from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper
+    from mlc.config import compose_config
+
+    cfg = compose_config([f"experiment={name}", *arguments], hydra=True)
+    return cfg, StudyGridSweeper(**{k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")})
+
+
 def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
     """``<outputs>/reproduce/<study base name>``: the name mlc's sweeper gives this config's studies
     (``<preset>@<config hash>``), so the folder changes exactly when the studies do. A re-run of the same
     config continues its studies and finds their runs here; a changed preset, override or default
     config gets new studies and a new folder, which the report then sees alone."""
-    from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper, search_space
-    from mlc.config import compose_config
+    from hydra_plugins.mlc_sweepers.study_grid import search_space
 
-    cfg = compose_config([f"experiment={name}", *arguments], hydra=True)
-    sweeper = StudyGridSweeper(**{k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")})
+    cfg, sweeper = _sweeper(name, arguments)
     sweeper.direction = sweeper._direction(cfg)
     distributions, _ = search_space(sweeper.params, arguments)
     names, _ = sweeper._names(cfg, distributions, arguments)
@@ -100,12 +104,9 @@ def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
 
 def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
     """The tiny form: 1 epoch of small data and the first and last values of each grid list."""
-    from mlc.config import compose_config
-
-    cfg = compose_config([f"experiment={preset.name}", *overrides], hydra=True)
-    grid = OmegaConf.to_container(cfg.hydra.sweeper.study_grid, resolve=True)
+    _, sweeper = _sweeper(preset.name, overrides)
     trimmed = [f"hydra.sweeper.study_grid.{key}=[{','.join(map(str, _ends(values)))}]"
-               for key, values in _leaves(grid).items() if len(values) > 2]
+               for key, values in sweeper.study_grid.items() if len(values) > 2]
     return [*TINY, *preset.tiny, *trimmed]
 
 
@@ -197,16 +198,6 @@ def _trim(override: str) -> str:
     return override
 
 
-def _leaves(grid: dict, prefix: str = "") -> dict[str, list]:
-    out: dict[str, list] = {}
-    for key, value in grid.items():
-        if isinstance(value, dict):
-            out |= _leaves(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = list(value)
-    return out
-
-
 def _git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -221,7 +212,7 @@ def _git_commit() -> str:
 def _machine() -> str:
     from mlc.bench.common import machine
 
-    return machine() if platform.system() else "unknown"
+    return machine()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from mlc.engine.callbacks import Callback
+
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks"
 
 
@@ -74,6 +76,25 @@ def median_ratio(candidate: Callable[[], object], baseline: Callable[[], object]
         base_times.append((mid - start) / n_baseline)
         ratios.append(((end - mid) / n_candidate) / base_times[-1])
     return statistics.median(ratios), statistics.median(base_times)
+
+
+class AlternatingRates(Callback):
+    """A trainer callback that runs ``bare_epoch(epoch)`` (a hand-written loop, returning images/s) after
+    each trainer epoch, so both loops see the same machine drift; the first round warms up. ``summary()``:
+    medians of both rates and of their per-round ratio (trainer / bare)."""
+
+    def __init__(self, bare_epoch: Callable[[int], float]):
+        self.bare_epoch, self.rates = bare_epoch, []
+
+    def on_epoch_end(self, trainer, record: dict, improved: bool) -> None:
+        bare = self.bare_epoch(int(record["epoch"]))
+        if record["epoch"] > 1:
+            self.rates.append((record["train/samples_per_s"], bare))
+
+    def summary(self) -> dict[str, float]:
+        return {"trainer": statistics.median(t for t, _ in self.rates),
+                "bare": statistics.median(b for _, b in self.rates),
+                "ratio": statistics.median(t / b for t, b in self.rates), "rounds": len(self.rates)}
 
 
 def machine() -> str:

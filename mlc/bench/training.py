@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 from torch.utils.data import DataLoader
 
-from mlc.bench.common import machine, median_seconds, write
+from mlc.bench.common import AlternatingRates, machine, median_seconds, write
 from mlc.config import build, compose_config
 from mlc.optim import param_groups
 
@@ -30,7 +29,7 @@ TARGET = 0.95
 
 def trainer_vs_bare_loop(cfg, rounds: int = ROUNDS) -> dict[str, float]:
     """Median over ``rounds`` of (trainer images/s) / (bare loop images/s), and both medians."""
-    from mlc.engine import Callback, TrainData, Trainer, optimizer_steps_per_epoch
+    from mlc.engine import TrainData, Trainer, optimizer_steps_per_epoch
     from mlc.engine.settings import TrainerSettings
 
     source = build(cfg.dataset, "dataset")
@@ -69,22 +68,13 @@ def trainer_vs_bare_loop(cfg, rounds: int = ROUNDS) -> dict[str, float]:
             seen += len(batch["target"])
         return seen / (time.perf_counter() - start)
 
-    rates: list[tuple[float, float]] = []
-
-    class Alternate(Callback):
-        def on_epoch_end(self, trainer, record, improved):
-            bare_rate = bare_epoch()
-            if record["epoch"] > 1:  # the first epoch of each warms up
-                rates.append((record["train/samples_per_s"], bare_rate))
-
     import tempfile
 
+    alternate = AlternatingRates(lambda epoch: bare_epoch())
     with tempfile.TemporaryDirectory() as run_dir:
         model, loss_fn, optimizer, scheduler = parts()
-        Trainer(settings, model, loss_fn, optimizer, scheduler, data, run_dir, callbacks=[Alternate()]).fit()
-    return {"ratio": statistics.median(t / b for t, b in rates), "trainer": statistics.median(t for t, _ in rates),
-            "bare": statistics.median(b for _, b in rates), "rounds": len(rates),
-            "steps": len(train) // settings.batch_size}
+        Trainer(settings, model, loss_fn, optimizer, scheduler, data, run_dir, callbacks=[alternate]).fit()
+    return {**alternate.summary(), "steps": len(train) // settings.batch_size}
 
 
 def run(cache_dir: str | None = None, rounds: int = ROUNDS) -> str:

@@ -137,7 +137,7 @@ class Trainer:
         if len(self.train_sampler.shard()) < 2:
             raise MlcError(f"the training split has {len(data.splits['train'])} samples: too few for "
                            f"{self.dist.world_size} process(es)")
-        self.batches_per_epoch = batches_per_epoch(settings, len(order.indices(0)), self.dist.world_size)
+        self.batches_per_epoch = batches_per_epoch(settings, data.epoch_length(), self.dist.world_size)
 
         # Position and history: everything ``state_dict`` saves and ``restore`` puts back.
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0  # step_in_epoch: batches; global: optimizer
