@@ -44,6 +44,7 @@ class Preset:
     phases: tuple[tuple[str, ...], ...] = ((),)  # extra overrides of each sweep invocation (same sweep folder)
     tiny: tuple[str, ...] = ()  # extra overrides of the tiny form
     tiny_metrics: str | None = None  # the tiny form's metrics, where its data lacks some (no head classes)
+    reseed: tuple[int, ...] = ()  # a search preset: then re-run each study's best parameters at these seeds
 
 
 PRESETS = {p.name: p for p in (
@@ -72,6 +73,11 @@ PRESETS = {p.name: p for p in (
            "seed 004 (F1 surrogates): training on a differentiable F1 (soft_f1, sigmoid_f1) raises macro, micro "
            "and weighted F1 over BCE and focal at the fixed threshold",
            group_by="loss", metrics="test/f1_macro,test/f1_micro,test/f1_weighted,test/map", baseline="bce"),
+    Preset("lambda_vs_negative_ratio_study",
+           "seed 000, open question 2: the best λ of J_any depends on the negative ratio of the data (the paper "
+           "leaves open how); searched here per ratio with Optuna, the best λ then re-run over fresh seeds",
+           group_by="negative_ratio,lam", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg",
+           reseed=(1, 2, 3), tiny=("hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1")),
 )}
 
 
@@ -111,11 +117,13 @@ def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
 
 
 def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None = None,
-        outputs: Path | None = None, say=print) -> Path:
+        outputs: Path | None = None, workers: int = 1, say=print) -> Path:
     """Run preset ``name`` (continuing an earlier run of the same command), report it, write RESULTS.md."""
     preset = PRESETS.get(name)
     if preset is None:
         raise ReproduceError(f"no preset {name!r}; choose from {', '.join(PRESETS)}")
+    if workers < 1:
+        raise ReproduceError(f"--workers={workers}: must be at least 1")
     outputs = Path(outputs or os.environ.get("MLC_OUTPUTS") or REPO / "outputs").resolve()
     output = Path(output) if output is not None else REPO / "experiments" / name
     extra = tiny_overrides(preset, overrides) if tiny else []
@@ -123,43 +131,133 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     folder = sweep_folder(outputs, name, [*extra, *first, *overrides])
     env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
     commit, started = _git_commit(), time.perf_counter()  # the code the runs start from
-    for phase in preset.phases:
-        phase = tuple(_trim(o) for o in phase) if tiny else phase
-        command = [sys.executable, "-m", "mlc.train", "-m", f"experiment={name}", f"hydra.sweep.dir={folder}",
-                   *extra, *phase, *overrides]
+
+    def sweep(directory: Path, arguments: list[str]) -> None:
+        command = [sys.executable, "-m", *(("mlc.cli", "sweep", f"--workers={workers}") if workers > 1
+                                           else ("mlc.train", "-m")),
+                   f"experiment={name}", f"hydra.sweep.dir={_path_value(directory)}", *_last_wins(arguments)]
         say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
         done = subprocess.run(command, cwd=REPO, env=env)
         if done.returncode != 0:
             raise SystemExit(done.returncode)  # the sweep printed its own error; the same command continues it
-    report_dir = output / "report"
-    metrics = (tiny and preset.tiny_metrics) or preset.metrics
-    report = [sys.executable, "-m", "mlc.report", "--outputs", str(outputs), "--experiment", name, "--sweep",
-              str(folder), "--group-by", preset.group_by, "--metrics", metrics, "--output", str(report_dir),
-              *(["--baseline", preset.baseline] if preset.baseline is not None else [])]
-    say(f"reproduce {name}: {shlex.join(report[1:])}", flush=True)
-    if subprocess.run(report, cwd=REPO, env=env).returncode != 0:
-        raise SystemExit(1)
+
+    for phase in preset.phases:
+        sweep(folder, [*extra, *(tuple(_trim(o) for o in phase) if tiny else phase), *overrides])
+    report_dir, study_dir = output / "report", None
+    if preset.reseed:  # the search is done: its best parameters over fresh seeds, in <folder>/seeds
+        seeds = _ends(list(preset.reseed)) if tiny else list(preset.reseed)
+        for fixed, best in best_points(folder):
+            sweep(folder / "seeds", [*extra, *overrides, *reseed_overrides(fixed, best, seeds)])
+        monitor = _search_monitor(folder)
+        _report(name, outputs, folder, "lam,negative_ratio", f"best/{monitor}", output / "search", None, env, say)
+        study_dir = output / "study"
+        _call(["mlc.report.lambda_study", "--search", str(folder), "--seeds", str(folder / "seeds"), "--outputs",
+               str(outputs), "--experiment", name, "--metrics", (tiny and preset.tiny_metrics) or preset.metrics,
+               "--output", str(study_dir)], name, env, say)
+    _report(name, outputs, folder / "seeds" if preset.reseed else folder, preset.group_by,
+            (tiny and preset.tiny_metrics) or preset.metrics, report_dir, preset.baseline, env, say)
     seconds = time.perf_counter() - started
     results = output / "RESULTS.md"
-    results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results), commit))
+    results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results), commit,
+                                    study_dir, workers))
     say(f"reproduce {name}: wrote {results} ({seconds / 60:.1f} min)")
     return results
 
 
+def best_points(folder: Path) -> list[tuple[dict, dict]]:
+    """(grid values, best parameters) of every study of the search in ``folder`` (its sweep summary)."""
+    import json
+
+    path = folder / "sweep_summary.json"
+    try:
+        studies = json.loads(path.read_text())["studies"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ReproduceError(f"{path}: no sweep summary of the search to re-run ({type(err).__name__})") from None
+    points = [(dict(s["fixed"]), dict(s["best_params"])) for s in studies if s.get("best_params")]
+    if len(points) != len(studies):
+        raise ReproduceError(f"{path}: {len(studies) - len(points)} of {len(studies)} studies have no best trial; "
+                             "run the same command again to finish them")
+    return points
+
+
+def reseed_overrides(fixed: dict, best: dict, seeds: list[int]) -> list[str]:
+    """One sweep re-running a study's best parameters: its grid point alone, × ``seeds``, no search."""
+    return ["hydra.sweeper.params=null", "hydra.sweeper.n_trials=1",
+            *(f"hydra.sweeper.study_grid.{key}=[{_value(v)}]" for key, v in fixed.items()),
+            f"++hydra.sweeper.study_grid.seed=[{','.join(map(str, seeds))}]",
+            *(f"{key}={_value(v)}" for key, v in best.items())]
+
+
+def _report(name: str, outputs: Path, sweep_dir: Path, group_by: str, metrics: str, out: Path, baseline: str | None,
+            env: dict, say) -> None:
+    _call(["mlc.report", "--outputs", str(outputs), "--experiment", name, "--sweep", str(sweep_dir), "--group-by",
+           group_by, "--metrics", metrics, "--output", str(out), *(["--baseline", baseline] if baseline else [])],
+          name, env, say)
+
+
+def _call(module_and_args: list[str], name: str, env: dict, say) -> None:
+    command = [sys.executable, "-m", *module_and_args]
+    say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
+    if subprocess.run(command, cwd=REPO, env=env).returncode != 0:
+        raise SystemExit(1)
+
+
+def _search_monitor(folder: Path) -> str:
+    from mlc.report.lambda_study import read_search
+
+    return read_search(folder)[0]
+
+
+def _path_value(path: Path) -> str:
+    """A folder as a Hydra override value: quoted only where it holds characters Hydra would read."""
+    import re
+
+    from mlc.config import quote_override
+
+    return str(path) if re.fullmatch(r"[\w/.@-]+", str(path)) else quote_override(str(path))
+
+
+def _value(v) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _last_wins(arguments: list[str]) -> list[str]:
+    """The overrides with each key set once, at its last position (a re-run's grid replaces the preset's)."""
+    def key(a: str) -> str:
+        return a.partition("=")[0].lstrip("+~")
+
+    keys = [key(a) for a in arguments]
+    return [a for i, a in enumerate(arguments) if key(a) not in keys[i + 1:]]
+
+
 def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: Path, seconds: float,
-                 reading: str, commit: str) -> str:
-    command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []), *overrides])
+                 reading: str, commit: str, study_dir: Path | None = None, workers: int = 1) -> str:
+    command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []),
+                          *([f"--workers={workers}"] if workers > 1 else []), *overrides])
     files = {p.name for p in report_dir.iterdir()}
     lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.paper}.", "",
              "## How it was made", "", "```", command, "```", "",
              f"- machine: {_machine()}", f"- date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; git commit "
              f"{commit}; wall time {seconds / 60:.1f} min (runs continued from an earlier invocation "
-             "are not counted again)",
-             f"- runs: `experiment={preset.name}` (`conf/experiment/{preset.name}.yaml`), then `mlc report "
-             f"--group-by {preset.group_by}{f' --baseline {preset.baseline}' if preset.baseline else ''}` "
-             f"(its full output: [report/report.md](report/report.md))", "",
-             "## Results (made by `mlc report`, not edited)", "",
-             "Mean ± sample std over seeds; best mean per column in bold.", "", _read(report_dir / "table.md")]
+             "are not counted again)"]
+    if study_dir is None:
+        lines += [f"- runs: `experiment={preset.name}` (`conf/experiment/{preset.name}.yaml`), then `mlc report "
+                  f"--group-by {preset.group_by}{f' --baseline {preset.baseline}' if preset.baseline else ''}` "
+                  f"(its full output: [report/report.md](report/report.md))", ""]
+    else:
+        seeds = ", ".join(map(str, _ends(list(preset.reseed)) if tiny else preset.reseed))
+        lines += [f"- runs: `experiment={preset.name}` (`conf/experiment/{preset.name}.yaml`): one Optuna study "
+                  f"per grid point (seed 0), then each study's best parameters re-run at seeds {seeds}; "
+                  "`python -m mlc.report.lambda_study` ([study/lambda_study.md](study/lambda_study.md)) and "
+                  f"`mlc report` of the search ([search/report.md](search/report.md)) and of the re-runs "
+                  f"(`--group-by {preset.group_by}`, [report/report.md](report/report.md))", "",
+                  "## Best λ against the negative ratio (made by `mlc.report.lambda_study`, not edited)", "",
+                  _read(study_dir / "lambda_study.md"), "",
+                  "![best lambda vs ratio](study/best_lambda_vs_ratio.png)", "",
+                  "The search, every trial (`mlc report` of the search):", "",
+                  "![search](search/lambda_vs_ratio.png)", ""]
+    lines += [f"## {'Re-runs over seeds' if study_dir else 'Results'} (made by `mlc report`, not edited)", "",
+              "Mean ± sample std over seeds; best mean per column in bold.", "", _read(report_dir / "table.md")]
     if "differences.md" in files:
         lines += ["", f"Paired per-seed differences to `{preset.group_by.split(',')[0]}={preset.baseline}` "
                   "(95% t interval; an interval holding 0 is *no difference*):", "",
@@ -226,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: experiments/<name>/)")
     parser.add_argument("--outputs", type=Path, default=None, help="mlc's outputs folder (default: $MLC_OUTPUTS or "
                         "outputs/)")
+    parser.add_argument("--workers", type=int, default=1, help="sweep processes per phase (mlc sweep --workers; "
+                        "one per GPU on a GPU machine; default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        run(args.name, args.overrides, args.tiny, args.output, args.outputs)
+        run(args.name, args.overrides, args.tiny, args.output, args.outputs, args.workers)
     except ReproduceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -64,9 +64,10 @@ class Selection:
     notes: list[str]
 
 
-def select(opts: Options) -> Selection:
-    """Everything the report needs, checked; ``ReportError`` naming the option at the first bad input."""
-    _check_output(opts.output)
+def select(opts: Options, marker: str = "report.md") -> Selection:
+    """Everything the report needs, checked; ``ReportError`` naming the option at the first bad input.
+    ``marker`` is the file that shows a non-empty ``opts.output`` holds an earlier report of this kind."""
+    _check_output(opts.output, marker)
     client = open_client(opts.store, opts.store_option)
     experiment = find_experiment(client, opts.experiment)
     records = [to_record(r) for r in search_runs(client, experiment.experiment_id, opts.filter, opts.all_statuses)]
@@ -162,11 +163,11 @@ def report_name(sel: Selection, opts: Options) -> str:
     return f"report {opts.group_by[0]}={','.join(first)} {timestamp()}"
 
 
-def _check_output(path: Path) -> None:
+def _check_output(path: Path, marker: str = "report.md") -> None:
     if path.exists() and not path.is_dir():
         raise ReportError(f"--output={str(path)!r}: is a file, not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (path / "report.md").is_file():
-        raise ReportError(f"--output={str(path)!r}: a non-empty directory without a report.md; "
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise ReportError(f"--output={str(path)!r}: a non-empty directory without a {marker}; "
                           f"name a new or empty directory (or an earlier report's)")
 
 

@@ -155,3 +155,45 @@ def per_class_ap(items: Sequence[tuple[str, object]], path: Path) -> Path:
            title="per-class AP (test; classes without a positive: 0)")
     ax.legend(fontsize=7, loc="upper center", ncol=min(3, len(items)))
     return _save(fig, path)
+
+
+def best_lambda_study(rows: Sequence, series_keys: Sequence[str], monitor: str, metric: str | None,
+                      path: Path) -> Path:
+    """Left: every searched λ per negative ratio (grey), the near-best ones (coloured) and their span, and
+    the best λ* (line). Right: ``metric`` at λ* over the re-run seeds (mean ± std), else the search's
+    objective. ``rows`` are ``mlc.report.lambda_study.Row``."""
+    fig, (ax, ax_metric) = _figure(11, 4.2, 1, 2)
+    several = len({r.search.series for r in rows}) > 1
+    for k, series in enumerate(dict.fromkeys(r.search.series for r in rows)):
+        mine = sorted((r for r in rows if r.search.series == series), key=lambda r: r.search.ratio)
+        color = f"C{k}"
+        label = _series_label(series, series_keys) if several else "best λ (search)"
+        offset = (k - (len(set(r.search.series for r in rows)) - 1) / 2) * 0.01  # series side by side
+        for r in mine:
+            x = r.search.ratio + offset
+            lams = [lam for lam, _ in r.search.trials]
+            ax.scatter([x] * len(lams), lams, s=12, color="0.7", zorder=1)
+            if r.near:
+                ax.scatter([x] * len(r.near), r.near, s=16, color=color, alpha=0.5, zorder=2)
+                ax.vlines(x, min(r.near), max(r.near), color=color, alpha=0.6, linewidth=3, zorder=2)
+        ax.plot([r.search.ratio + offset for r in mine], [r.search.best_lam for r in mine], marker="o", color=color,
+                label=label, zorder=3)
+        if metric is not None and any(metric in r.metrics for r in mine):
+            pts = [r for r in mine if metric in r.metrics]
+            ax_metric.errorbar([r.search.ratio for r in pts], [r.metrics[metric].mean for r in pts],
+                               yerr=[r.metrics[metric].std or 0.0 for r in pts], marker="o", capsize=3, color=color,
+                               label=label)
+            ax_metric.set(ylabel=f"{metric} at best λ", title=f"{metric} at the best λ (mean ± std over seeds)")
+        else:
+            ax_metric.plot([r.search.ratio for r in mine], [r.search.best_value for r in mine], marker="o",
+                           color=color, label=label)
+            ax_metric.set(ylabel=f"search {monitor}", title=f"best {monitor} of the search (one seed)")
+    if _log_scale_fits([lam for r in rows for lam, _ in r.search.trials]):
+        ax.set_yscale("log")
+    ax.set(xlabel="negative ratio", ylabel="λ",
+           title="best λ per ratio; coloured: within the seed spread of the best")
+    ax.legend(fontsize=8)
+    ax_metric.set(xlabel="negative ratio")
+    if several:
+        ax_metric.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,320 @@
+"""``python -m mlc.report.lambda_study``: the best λ against the negative ratio, with its uncertainty.
+
+The any-class paper's open question 2 asks whether the best λ depends on the data's negative ratio.
+One Optuna study per ratio gives a best λ, but that λ won a search on *one* seed: any λ whose score
+is within the seed noise of the winner is just as good a best λ. So this reads
+
+- the **search**: one study per negative ratio that searched ``loss.lam`` (the sweep folder's
+  ``sweep_summary.json``: every finished trial's λ and objective, as Optuna recorded them), and
+- the **seeds**: re-runs of each study's best λ over fresh seeds (the MLflow runs of a second sweep
+  folder), which measure how much the objective moves with the seed alone (its std ``s`` at λ*),
+
+and writes, per ratio: the best λ*, the **near-best span** (the searched λ values whose objective is
+within ``s`` of the best: the data cannot tell them from λ*), the objective and test metrics over the
+seeds (mean ± std), and, across ratios, Spearman's rank correlation of λ* with the ratio and whether one
+λ is near-best at every ratio. The verdict follows fixed rules (``verdict``), so it is computed, not
+written by hand. Files: ``lambda_study.{md,csv}`` and ``best_lambda_vs_ratio.png`` in ``--output``.
+
+Example (what ``mlc reproduce lambda_vs_negative_ratio_study`` runs)::
+
+    python -m mlc.report.lambda_study --search outputs/reproduce/<name>@<hash> \\
+        --seeds outputs/reproduce/<name>@<hash>/seeds --experiment lambda_vs_negative_ratio_study --output DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlc.report import figures, tables
+from mlc.report.runs import ReportError
+from mlc.report.stats import Cell, natural_key
+
+LAMBDA, RATIO = "loss.lam", "dataset.negative_ratio"
+SUMMARY = "sweep_summary.json"
+FILES = ("lambda_study.md", "lambda_study.csv", "best_lambda_vs_ratio.png")
+SIGNIFICANCE = 0.05  # a rank correlation counts as a trend below this p-value
+MIN_RATIOS = 3  # fewer ratios cannot show a rank correlation
+LAMBDA_DIGITS = 1e-5  # MLflow params hold λ to 6 significant digits: a re-run's λ matches λ* to this relative tolerance
+
+
+@dataclass(frozen=True)
+class Search:
+    """One study of the search: its grid point and every finished trial."""
+
+    series: tuple[str, ...]  # the study's other grid values (e.g. the loss), "" parts dropped
+    ratio: float
+    trials: tuple[tuple[float, float], ...]  # (λ, objective) per finished trial
+    best_lam: float
+    best_value: float
+
+
+@dataclass
+class Row:
+    search: Search
+    objective: Cell | None = None  # the objective at λ* over the re-run seeds
+    metrics: dict[str, Cell] = field(default_factory=dict)
+    near: tuple[float, ...] | None = None  # searched λ within the seed spread of the best (None: no spread)
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        return (min(self.near), max(self.near)) if self.near else None
+
+
+@dataclass(frozen=True)
+class Relation:
+    series: tuple[str, ...]
+    ratios: int
+    rho: float | None
+    p: float | None
+    common: tuple[float, float] | None  # a λ interval inside every ratio's near-best span
+    spans_known: bool
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self)
+
+
+def read_search(sweep_dir: Path) -> tuple[str, bool, list[Search], list[str], list[str]]:
+    """(monitor, lower is better, one ``Search`` per study, series keys, notes) from the search's summary."""
+    path = Path(sweep_dir) / SUMMARY
+    if not path.is_file():
+        raise ReportError(f"--search={str(sweep_dir)!r}: no {SUMMARY} (is it the folder of a finished λ search?)")
+    try:
+        data = json.loads(path.read_text())
+        monitor, direction, studies = str(data["monitor"]), str(data["direction"]), list(data["studies"])
+        searched = list(data.get("searched") or [])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ReportError(f"--search: {path} is not a sweep summary ({type(err).__name__}: {err})") from None
+    if LAMBDA not in searched:
+        raise ReportError(f"--search: {path} searched {', '.join(searched) or 'nothing'}, not {LAMBDA}")
+    notes, out, series_keys = [], [], []
+    for study in studies:
+        fixed = dict(study.get("fixed") or {})
+        if RATIO not in fixed:
+            raise ReportError(f"--search: study {study.get('name')!r} does not hold {RATIO} fixed; the search "
+                              f"needs one study per negative ratio (hydra.sweeper.study_grid.{RATIO}=[...])")
+        trials = tuple((float(t["params"][LAMBDA]), float(t["value"])) for t in study.get("trials") or []
+                       if LAMBDA in (t.get("params") or {}) and t.get("value") is not None
+                       and math.isfinite(float(t["value"])))
+        if not trials:
+            notes.append(f"study {study.get('name')!r}: no finished trial ({study.get('status')}); left out")
+            continue
+        if study.get("status") != "ok":
+            notes.append(f"study {study.get('name')!r} is {study.get('status')}: its best λ is from "
+                         f"{len(trials)} finished trial(s)")
+        keys = [k for k in fixed if k != RATIO]
+        series_keys = series_keys or keys
+        best = (min if direction == "minimize" else max)(trials, key=lambda t: t[1])
+        out.append(Search(tuple(str(fixed[k]) for k in keys), float(fixed[RATIO]), trials, *best))
+    if not out:
+        raise ReportError(f"--search: no study in {path} has a finished trial")
+    out.sort(key=lambda s: (tuple(map(natural_key, s.series)), s.ratio))
+    return monitor, direction == "minimize", out, series_keys, notes
+
+
+def near_best(trials, best_value: float, spread: float, lower_better: bool) -> tuple[float, ...]:
+    """The λ of every trial whose objective is within ``spread`` of the best (the best itself included)."""
+    if lower_better:
+        return tuple(sorted(lam for lam, v in trials if v <= best_value + spread))
+    return tuple(sorted(lam for lam, v in trials if v >= best_value - spread))
+
+
+def relations(rows: list[Row]) -> list[Relation]:
+    """Per series: Spearman's ρ of λ* against the ratio, and the λ interval common to every near-best span."""
+    from scipy import stats
+
+    out = []
+    for series in dict.fromkeys(r.search.series for r in rows):
+        mine = [r for r in rows if r.search.series == series]
+        ratios = [r.search.ratio for r in mine]
+        lams = [r.search.best_lam for r in mine]
+        rho = p = None
+        if len(mine) >= MIN_RATIOS and len(set(lams)) > 1:
+            result = stats.spearmanr(ratios, lams)
+            rho, p = float(result.statistic), float(result.pvalue)
+        elif len(mine) >= MIN_RATIOS:
+            rho, p = 0.0, 1.0  # the same λ* at every ratio: no trend
+        spans = [r.span for r in mine]
+        known = all(s is not None for s in spans)
+        common = None
+        if known:
+            low, high = max(s[0] for s in spans), min(s[1] for s in spans)
+            common = (low, high) if low <= high else None
+        out.append(Relation(series, len(mine), rho, p, common, known))
+    return out
+
+
+def verdict(rel: Relation) -> str:
+    """The fixed rules: a λ range near-best at every ratio means no relation shown; else a rank correlation
+    with p < 0.05 is a trend; else the best λ moves without a monotone trend."""
+    trend = f"Spearman ρ = {rel.rho:+.2f}, p = {rel.p:.2g}, {rel.ratios} ratios" if rel.rho is not None else \
+        f"{rel.ratios} ratio(s): too few for a rank correlation"
+    if rel.common is not None:
+        return (f"no relation shown: λ from {_lam(rel.common[0])} to {_lam(rel.common[1])} is within the seed "
+                f"spread of the best at every ratio ({trend})")
+    if rel.rho is not None and rel.p is not None and rel.p < SIGNIFICANCE:
+        return f"the best λ {'rises' if rel.rho > 0 else 'falls'} with the negative ratio ({trend})"
+    if not rel.spans_known:
+        return f"not decided: no seed spread to judge the best λ by (re-run it over seeds); {trend}"
+    return f"no monotone relation shown, but no single λ is near-best at every ratio ({trend})"
+
+
+def build_rows(searches: list[Search], summaries, series_keys: list[str], objective: str, metrics: list[str],
+               lower_better: bool, notes: list[str]) -> list[Row]:
+    """Each study's row, with the re-run seeds of its best λ (matched on series, ratio and λ)."""
+    rows, used = [], set()
+    for s in searches:
+        row = Row(s)
+        for i, summary in enumerate(summaries or []):
+            *series, ratio, lam = summary.values
+            if tuple(series) == s.series and math.isclose(float(ratio), s.ratio) and \
+                    math.isclose(float(lam), s.best_lam, rel_tol=LAMBDA_DIGITS):
+                row.objective, row.metrics = summary.cells.get(objective), dict(summary.cells)
+                used.add(i)
+        if row.objective is not None and row.objective.std is not None:
+            row.near = near_best(s.trials, s.best_value, row.objective.std, lower_better)
+        elif summaries is not None:
+            notes.append(f"negative ratio {s.ratio:g}{_series_note(s.series, series_keys)}: fewer than two seeds "
+                         f"re-ran its best λ {_lam(s.best_lam)}: no near-best span")
+        rows.append(row)
+    for i, summary in enumerate(summaries or []):
+        if i not in used:
+            notes.append(f"seed runs at {', '.join(summary.values)} are not a study's best λ: left out")
+    return rows
+
+
+def table(rows: list[Row], series_keys: list[str], monitor: str, metrics: list[str]) -> tables.Table:
+    header = [*series_keys, "negative_ratio", "trials", "best λ", f"search {monitor}", "near-best λ (trials)",
+              f"{monitor} over seeds", "n", *metrics]
+    body = []
+    for r in rows:
+        s, span = r.search, r.span
+        near = f"{_lam(span[0])} – {_lam(span[1])} ({len(r.near)}/{len(s.trials)})" if span else tables.DASH
+        body.append([*s.series, f"{s.ratio:g}", str(len(s.trials)), _lam(s.best_lam), tables.fmt(s.best_value),
+                     near, _cell(r.objective), str(r.objective.n if r.objective else 0),
+                     *(_cell(r.metrics.get(m)) for m in metrics)])
+    numeric = [False] * len(series_keys) + [True] * (len(header) - len(series_keys))
+    return tables.Table(header, body, numeric)
+
+
+def to_csv(rows: list[Row], series_keys: list[str], monitor: str, metrics: list[str]) -> str:
+    header = [*series_keys, "negative_ratio", "trials", "best_lambda", f"search_{monitor}", "near_best_low",
+              "near_best_high", "near_best_trials", f"{monitor}_mean", f"{monitor}_std", "n",
+              *(f"{m}_{part}" for m in metrics for part in ("mean", "std"))]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for r in rows:
+        s, span = r.search, r.span
+        cells = [r.objective, *(r.metrics.get(m) for m in metrics)]
+        writer.writerow([*s.series, repr(s.ratio), len(s.trials), repr(s.best_lam), repr(s.best_value),
+                         *((repr(span[0]), repr(span[1])) if span else ("", "")), len(r.near) if r.near else "",
+                         *_mean_std(cells[0]), r.objective.n if r.objective else 0,
+                         *(x for c in cells[1:] for x in _mean_std(c))])
+    return buf.getvalue()
+
+
+def markdown(rows: list[Row], rels: list[Relation], series_keys: list[str], monitor: str, metrics: list[str],
+             notes: list[str]) -> str:
+    lines = [tables.to_markdown(table(rows, series_keys, monitor, metrics)).rstrip(), ""]
+    for rel in rels:
+        prefix = f"{_series_note(rel.series, series_keys).strip(' ()')}: " if rel.series else ""
+        lines.append(f"- **Relation**: {prefix}{rel.verdict}.")
+    lines += ["", f"λ* is the search's best trial (one seed) on {monitor}; *near-best* are the searched λ whose "
+              f"{monitor} is within one seed std (from the re-runs of λ*) of the best."]
+    lines += [f"- note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def run(search: Path, seeds: Path | None, store: str, store_option: str, experiment: str, metrics: list[str],
+        output: Path, say=print) -> list[Path]:
+    from mlc.report import build
+
+    monitor, lower_better, searches, series_keys, notes = read_search(search)
+    objective = f"best/{monitor}"
+    summaries = None
+    if seeds is not None:
+        opts = build.Options(store=store, store_option=store_option, experiment=experiment, output=output,
+                             group_by=[*series_keys, "negative_ratio", "lam"], metrics=[objective, *metrics],
+                             sweep=str(seeds))
+        selection = build.select(opts, marker=FILES[0])
+        summaries, notes = selection.summaries, notes + selection.notes
+    else:
+        build._check_output(output, FILES[0])
+    rows = build_rows(searches, summaries, series_keys, objective, metrics, lower_better, notes)
+    rels = relations(rows)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("lambda_study.md", markdown(rows, rels, series_keys, monitor, metrics, notes)),
+                       ("lambda_study.csv", to_csv(rows, series_keys, monitor, metrics))):
+        (output / name).write_text(text)
+        written.append(output / name)
+    written.append(figures.best_lambda_study(rows, series_keys, monitor, metrics[0] if metrics else None,
+                                             output / FILES[2]))
+    for path in written:
+        say(f"wrote {path}")
+    return written
+
+
+def _lam(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _cell(c: Cell | None) -> str:
+    if c is None:
+        return tables.DASH
+    return f"{tables.fmt(c.mean)} {tables.PM} {tables.fmt(c.std)}" if c.std is not None else tables.fmt(c.mean)
+
+
+def _mean_std(c: Cell | None) -> tuple[str, str]:
+    if c is None:
+        return "", ""
+    return repr(c.mean), "" if c.std is None else repr(c.std)
+
+
+def _series_note(series: tuple[str, ...], keys: list[str]) -> str:
+    return f" ({', '.join(f'{k}={v}' for k, v in zip(keys, series, strict=False))})" if series else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ReportError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlc.report.runs import store_uri
+
+    p = _Parser(prog="python -m mlc.report.lambda_study", description=__doc__.split("\n\n")[0])
+    p.add_argument("--search", required=True, type=Path, help="the λ search's sweep folder (its sweep_summary.json)")
+    p.add_argument("--seeds", type=Path, help="the sweep folder of the best λ's re-runs over seeds (without it: no "
+                   "near-best span)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (wins over --outputs)")
+    p.add_argument("--outputs", help="mlc's outputs directory: its store is sqlite:///<outputs>/mlflow.db")
+    p.add_argument("--experiment", default="mlc", help="MLflow experiment of the re-runs (default: %(default)s)")
+    p.add_argument("--metrics", default="test/f1_macro,test/map", help="test metrics per ratio (default: %(default)s)")
+    p.add_argument("--output", required=True, type=Path, help="directory for lambda_study.{md,csv} and the figure")
+    try:
+        try:
+            args = p.parse_args(argv)
+        except SystemExit as done:  # --help
+            return int(done.code or 0)
+        option = "--tracking-uri" if args.tracking_uri else "--outputs" if args.outputs or not \
+            os.environ.get("MLC_OUTPUTS") else "--outputs (from $MLC_OUTPUTS)"
+        run(args.search, args.seeds, store_uri(args.tracking_uri, args.outputs), option, args.experiment,
+            [m for m in args.metrics.split(",") if m], args.output)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
