@@ -52,7 +52,10 @@ PRESETS = {p.name: p for p in (
            "seed 000 (any-class presence likelihood, arXiv 2506.05721): at a high negative ratio J_any "
            "(any_bce, any_focal) beats the class-balanced baselines (cb_bce, cb_focal) in F1, F2 and mAP, "
            "on more than one backbone, without losing F1 on the negative instances",
-           group_by="loss,backbone", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg", baseline="cb_bce"),
+           group_by="loss,backbone", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg",
+           baseline="any_bce:cb_bce,any_focal:cb_focal",  # the paper's pairs: each J_any against its own base
+           tiny=("hydra.sweeper.study_grid.loss=[cb_bce,any_bce,cb_focal,any_focal]",
+                 "hydra.sweeper.study_grid.backbone=[cnn_small]")),
     Preset("lambda_ablation",
            "seed 000, λ ablation: the absent-class weight λ of J_any matters, with a best value near 0.02 and "
            "λ = 0 (no absent classes in the any-class logit) worse",
@@ -111,8 +114,10 @@ def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
 def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
     """The tiny form: 1 epoch of small data and the first and last values of each grid list."""
     _, sweeper = _sweeper(preset.name, overrides)
+    own = {o.partition("=")[0] for o in preset.tiny}  # a preset's own tiny grid is not trimmed again
     trimmed = [f"hydra.sweeper.study_grid.{key}=[{','.join(map(str, _ends(values)))}]"
-               for key, values in sweeper.study_grid.items() if len(values) > 2]
+               for key, values in sweeper.study_grid.items()
+               if len(values) > 2 and f"hydra.sweeper.study_grid.{key}" not in own]
     return [*TINY, *preset.tiny, *trimmed]
 
 
@@ -259,7 +264,10 @@ def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: P
     lines += [f"## {'Re-runs over seeds' if study_dir else 'Results'} (made by `mlc report`, not edited)", "",
               "Mean ± sample std over seeds; best mean per column in bold.", "", _read(report_dir / "table.md")]
     if "differences.md" in files:
-        lines += ["", f"Paired per-seed differences to `{preset.group_by.split(',')[0]}={preset.baseline}` "
+        key = preset.group_by.split(",")[0]
+        to = (f"`{key}={preset.baseline}`" if ":" not in preset.baseline else "each " + key + "'s own baseline ("
+              + ", ".join(f"`{a}` → `{b}`" for a, b in (p.split(":") for p in preset.baseline.split(","))) + ")")
+        lines += ["", f"Paired per-seed differences to {to} "
                   "(95% t interval; an interval holding 0 is *no difference*):", "",
                   _read(report_dir / "differences.md")]
     if "best_lambda.md" in files:

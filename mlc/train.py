@@ -249,7 +249,9 @@ def run_tags(cfg: DictConfig, loss_name: str, train_stats) -> dict[str, str]:
     """What a run is, as MLflow tags: the dashboard's group-by and compare views and ``mlc report``
     read these instead of digging through the flattened params."""
     ratio = cfg.dataset.get("negative_ratio")
-    tags = {"mlc.kind": "run", "mlc.loss": loss_name, "mlc.backbone": str(cfg.backbone.name),
+    # the backbone's config choice (cnn_small, cnn_wide, resnet18: what users type and group by; two choices
+    # may build the same timm model at other widths), its timm name without one; the name is a param anyway
+    tags = {"mlc.kind": "run", "mlc.loss": loss_name, "mlc.backbone": _choice("backbone") or str(cfg.backbone.name),
             "mlc.dataset": _choice("dataset") or str(cfg.dataset.get("_target_", "dataset")).rsplit(".", 1)[-1],
             "mlc.negative_ratio": f"{float(ratio) if ratio is not None else train_stats.negative_ratio:.4g}",
             "mlc.seed": str(cfg.seed), "mlc.monitor": str(cfg.trainer.monitor)}

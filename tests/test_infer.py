@@ -77,7 +77,7 @@ def test_the_trainers_own_scores_files_evaluate_to_the_logged_metrics(trained):
     (run,) = mlflow_runs(trained["outputs"])
     assert {k: run.data.tags[k] for k in ("mlc.kind", "mlc.loss", "mlc.backbone", "mlc.dataset",
                                           "mlc.negative_ratio", "mlc.seed", "mlc.lam")} == {
-        "mlc.kind": "run", "mlc.loss": "any_bce", "mlc.backbone": "mlc_cnn_small", "mlc.dataset": "digits",
+        "mlc.kind": "run", "mlc.loss": "any_bce", "mlc.backbone": "cnn_small", "mlc.dataset": "digits",
         "mlc.negative_ratio": "0.5", "mlc.seed": "0", "mlc.lam": "0.02"}
     client = MlflowClient(f"sqlite:///{trained['outputs']}/mlflow.db")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "scores")} == {

@@ -230,6 +230,21 @@ def test_paired_differences_and_their_intervals(store, digits_report):
     assert "\\begin{tabular}" in (digits_report / "differences.tex").read_text()
 
 
+def test_named_baseline_pairs_compare_only_those_pairs(store, tmp_path):
+    out = tmp_path / "pairs"
+    assert _run(store, out, "--filter", DIGITS, "--baseline", "cb_bce:any_bce", "--no-log",
+                "--metrics", "test/f1_macro") == 0
+    rows = {(r["loss"], r["backbone"]): r for r in _csv_rows(out / "differences.csv")}
+    assert set(rows) == {("cb_bce", "cnn_small"), ("cb_bce", "resnet18")}  # the named pair only, reversed here
+    for (loss, backbone), row in rows.items():
+        assert row["baseline_loss"] == "any_bce"
+        d = np.array(store.values["cb_bce", backbone]["test/f1_macro"]) - np.array(
+            store.values["any_bce", backbone]["test/f1_macro"])
+        assert float(row["test/f1_macro_diff_mean"]) == pytest.approx(d.mean(), abs=1e-12)
+    assert rows["cb_bce", "cnn_small"]["test/f1_macro_verdict"] == "worse"
+    assert "## Differences to loss: cb_bce → any_bce" in (out / "report.md").read_text()
+
+
 def test_figures_and_index(store, digits_report):
     from matplotlib.image import imread
 
@@ -318,6 +333,9 @@ def test_report_run_is_logged_and_never_counted(store, tmp_path, capsys):
     (["--metrics", "test/f1_macro,test/f3_macro"], "--metrics: no run has the metric 'test/f3_macro'"),
     (["--group-by", "loss,optimizer"], "--group-by: no run has 'optimizer'"),
     (["--baseline", "focal"], "--baseline='focal': no run has loss='focal'; values of loss: any_bce, cb_bce"),
+    (["--baseline", "any_bce:focal"], "--baseline='any_bce:focal': no run has loss='focal'; values of loss:"),
+    (["--baseline", "any_bce:any_bce"], "'any_bce:any_bce' is not a pair 'value:baseline' of two different values"),
+    (["--baseline", "any_bce:cb_bce,any_bce:x"], "'any_bce:x' is not a pair 'value:baseline' of two different"),
     (["--runs", "0123456789abcdef"], "--runs: no run '0123456789abcdef'"),
     (["--sweep", "/nowhere"], "--sweep='/nowhere': no matching run has mlc.sweep_dir=/nowhere"),
     (["--group-by", ","], "--group-by=',': expected a comma-separated list"),

@@ -3,6 +3,7 @@ RESULTS.md keeps its hand-written reading."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,12 @@ from mlc.reproduce import (
     READING_START,
     Preset,
     ReproduceError,
+    _last_wins,
+    _path_value,
     _reading,
+    best_points,
     main,
+    reseed_overrides,
     run,
     tiny_overrides,
 )
@@ -34,17 +39,25 @@ def test_every_preset_has_its_config_and_every_config_its_preset():
 def test_each_preset_composes_with_its_own_experiment_and_a_grid(name):
     cfg = compose_config([f"experiment={name}"], hydra=True)
     assert cfg.tracking.experiment == name  # mlc reproduce reports from that MLflow experiment
-    assert cfg.hydra.sweeper.n_trials == 1 and list(cfg.hydra.sweeper.study_grid.seed) == [0, 1, 2]
+    if PRESETS[name].reseed:  # a search per grid point, then its best over three or more fresh seeds
+        assert cfg.hydra.sweeper.params and cfg.hydra.sweeper.n_trials >= 6 and len(PRESETS[name].reseed) >= 3
+        assert 0 not in PRESETS[name].reseed  # seed 0 ran the search: the re-runs are fresh seeds
+    else:
+        assert cfg.hydra.sweeper.n_trials == 1 and list(cfg.hydra.sweeper.study_grid.seed) == [0, 1, 2]
     for phase in PRESETS[name].phases:  # every phase composes too
         compose_config([f"experiment={name}", *[o for o in phase if not o.startswith("hydra.")]])
 
 
 def test_the_tiny_form_keeps_the_first_and_last_value_of_each_grid_list():
-    extra = tiny_overrides(PRESETS["anyclass_table"], [])
+    extra = tiny_overrides(PRESETS["f1_surrogates_table"], [])
     assert "trainer.max_epochs=1" in extra
-    assert "hydra.sweeper.study_grid.loss=[cb_bce,any_focal]" in extra
+    assert "hydra.sweeper.study_grid.loss=[bce,sigmoid_f1]" in extra
     assert "hydra.sweeper.study_grid.seed=[0,2]" in extra
-    assert not any(o.startswith("hydra.sweeper.study_grid.backbone") for o in extra)  # two values already
+    # a preset's own tiny grid wins: anyclass keeps its four losses (its baseline pairs need them), one backbone
+    extra = tiny_overrides(PRESETS["anyclass_table"], [])
+    assert [o for o in extra if o.startswith("hydra.sweeper.study_grid.loss")] == \
+        ["hydra.sweeper.study_grid.loss=[cb_bce,any_bce,cb_focal,any_focal]"]
+    assert "hydra.sweeper.study_grid.backbone=[cnn_small]" in extra and "hydra.sweeper.study_grid.seed=[0,2]" in extra
     assert "hydra.sweeper.study_grid.loss.lam=[0.0,0.2]" in tiny_overrides(PRESETS["lambda_ablation"], [])
 
 
@@ -74,3 +87,44 @@ def test_a_grid_over_a_config_group_refuses_an_unknown_option_before_any_run(tmp
     assert result.returncode != 0
     assert "loss='hinge'" in result.stderr and "a value of hydra.sweeper.study_grid" in result.stderr, result.stderr
     assert not list(tmp_path.glob("multirun/*/*/0"))  # nothing ran
+
+
+def test_the_lambda_study_searches_five_ratios_from_02_to_095():
+    cfg = compose_config(["experiment=lambda_vs_negative_ratio_study"], hydra=True)
+    ratios = list(cfg.hydra.sweeper.study_grid.dataset.negative_ratio)
+    assert len(ratios) >= 5 and min(ratios) == 0.2 and max(ratios) == 0.95
+    assert "loss.lam" not in str(cfg.hydra.sweeper.study_grid) and "lam" in cfg.hydra.sweeper.params.loss
+    extra = tiny_overrides(PRESETS["lambda_vs_negative_ratio_study"], [])
+    assert "hydra.sweeper.study_grid.dataset.negative_ratio=[0.2,0.95]" in extra and "hydra.sweeper.n_trials=2" in extra
+
+
+def test_a_reseed_run_holds_the_grid_point_and_the_best_parameters_and_drops_the_search():
+    got = reseed_overrides({"dataset.negative_ratio": 0.8, "loss": "any_bce"}, {"loss.lam": 0.1 + 0.2}, [1, 2, 3])
+    assert got == ["hydra.sweeper.params=null", "hydra.sweeper.n_trials=1",
+                   "hydra.sweeper.study_grid.dataset.negative_ratio=[0.8]", "hydra.sweeper.study_grid.loss=[any_bce]",
+                   "++hydra.sweeper.study_grid.seed=[1,2,3]", "loss.lam=0.30000000000000004"]  # λ to the last digit
+    # the re-run's grid point replaces the preset's grid (and the tiny form's trimmed one): the last one wins
+    assert _last_wins(["hydra.sweeper.n_trials=2", "a=1", "hydra.sweeper.study_grid.x=[1,2]", "hydra.sweeper.n_trials=1",
+                       "hydra.sweeper.study_grid.x=[2]", "++b=[3]", "b=4"]) == \
+        ["a=1", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_grid.x=[2]", "b=4"]
+    cfg = compose_config(["experiment=lambda_vs_negative_ratio_study",
+                          *reseed_overrides({"dataset.negative_ratio": 0.95}, {"loss.lam": 0.0123}, [1, 2, 3])],
+                         hydra=True)
+    assert cfg.hydra.sweeper.params is None and cfg.loss.lam == 0.0123
+    assert list(cfg.hydra.sweeper.study_grid.seed) == [1, 2, 3]
+    assert list(cfg.hydra.sweeper.study_grid.dataset.negative_ratio) == [0.95]
+
+
+def test_the_reseed_step_refuses_a_search_that_is_missing_or_unfinished(tmp_path):
+    with pytest.raises(ReproduceError, match="no sweep summary of the search"):
+        best_points(tmp_path)
+    (tmp_path / "sweep_summary.json").write_text(json.dumps({"studies": [
+        {"fixed": {"dataset.negative_ratio": 0.2}, "best_params": {"loss.lam": 0.01}},
+        {"fixed": {"dataset.negative_ratio": 0.4}, "best_params": {}}]}))
+    with pytest.raises(ReproduceError, match="1 of 2 studies have no best trial; run the same command again"):
+        best_points(tmp_path)
+
+
+def test_a_sweep_folder_is_quoted_for_hydra_only_where_it_must_be():
+    assert _path_value(Path("/o/reproduce/lambda_ablation@b3f34311")) == "/o/reproduce/lambda_ablation@b3f34311"
+    assert _path_value(Path("/my data/x,y")) == "'/my data/x,y'"

@@ -3,6 +3,8 @@ and a re-run that continues instead of repeating."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mlc.reproduce import READING_END, READING_START, run
@@ -27,3 +29,22 @@ def test_rerunning_a_preset_continues_it_and_keeps_the_reading(tmp_path, capfd):
     text = results.read_text()
     assert f"{READING_START}\nSoft F1 held up.\n{READING_END}" in text
     assert groups_in(text) == ["bce", "sigmoid_f1"]
+
+
+def test_the_tiny_lambda_study_searches_each_ratio_then_reruns_its_best_lambda_over_seeds(tmp_path):
+    kwargs = dict(tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out", say=lambda *a, **k: None)
+    results = run("lambda_vs_negative_ratio_study", [], **kwargs)
+    text = results.read_text()
+    study = (tmp_path / "exp" / "study" / "lambda_study.csv").read_text().splitlines()
+    assert study[0].startswith("negative_ratio,trials,best_lambda,search_val/f1_macro,near_best_low")
+    rows = [line.split(",") for line in study[1:]]
+    assert [(r[0], r[1], r[9]) for r in rows] == [("0.2", "2", "2"), ("0.95", "2", "2")]  # 2 trials, 2 seeds each
+    summary = json.loads(next((tmp_path / "out" / "reproduce").glob("*@*/sweep_summary.json")).read_text())
+    best = {s["fixed"]["dataset.negative_ratio"]: s["best_params"]["loss.lam"] for s in summary["studies"]}
+    assert {float(r[0]): float(r[2]) for r in rows} == best  # the re-runs are of the search's own best λ
+    assert all(r[4] and r[5] for r in rows)  # two seeds: a near-best span at every ratio
+    assert "## Best λ against the negative ratio" in text and "**Relation**:" in text
+    assert "study/best_lambda_vs_ratio.png" in text and "search/lambda_vs_ratio.png" in text
+    assert (tmp_path / "exp" / "search" / "lambda_vs_ratio.png").is_file()
+    assert groups_in(text.replace("## Re-runs over seeds", "## Results")) == ["0.2", "0.95"]
+    assert "re-run at seeds 1, 3" in text

@@ -62,6 +62,7 @@ class Selection:
     summaries: list[stats.GroupSummary]
     scores_runs: list[RunRecord]
     notes: list[str]
+    pairs: dict[str, str] = field(default_factory=dict)  # --baseline: group value -> its baseline value
 
 
 def select(opts: Options, marker: str = "report.md") -> Selection:
@@ -91,11 +92,17 @@ def select(opts: Options, marker: str = "report.md") -> Selection:
     notes += [f"{n} run(s) left out: no value for group key {k!r}" for k, n in missing.items()]
     records = _with_metrics(records, opts.metrics, notes)
     groups = stats.group_runs(records)
+    pairs: dict[str, str] = {}
     if opts.baseline is not None:
         present = list(dict.fromkeys(g[0] for g in groups))
-        if opts.baseline not in present:
-            raise ReportError(f"--baseline={opts.baseline!r}: no run has {opts.group_by[0]}={opts.baseline!r}; "
-                              f"values of {opts.group_by[0]}: {', '.join(present)}")
+        try:
+            pairs = stats.baseline_pairs(opts.baseline, present)
+        except ValueError as err:
+            raise ReportError(f"--baseline={opts.baseline!r}: {err}") from None
+        for value in dict.fromkeys([*pairs, *pairs.values()] if ":" in opts.baseline else [opts.baseline]):
+            if value not in present:
+                raise ReportError(f"--baseline={opts.baseline!r}: no run has {opts.group_by[0]}={value!r}; "
+                                  f"values of {opts.group_by[0]}: {', '.join(present)}")
     summaries = stats.summarize(groups, opts.metrics)
     for s in summaries:
         if len(s.runs) > s.n:
@@ -105,7 +112,7 @@ def select(opts: Options, marker: str = "report.md") -> Selection:
                             f"to --group-by to separate them)"
                             if varying else ""))
     return Selection(client, experiment, records, summaries, _scores_runs(client, opts, summaries, records, notes),
-                     notes)
+                     notes, pairs)
 
 
 def write(sel: Selection, opts: Options, say=print) -> list[Path]:
@@ -131,7 +138,7 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
     put("table.tex", tables.to_latex(table, "mean ± sample std over seeds (n seeds); best mean in bold"))
     diff_md = None
     if opts.baseline is not None:
-        rows = stats.differences(sel.summaries, opts.baseline, metrics)
+        rows = stats.differences(sel.summaries, sel.pairs, metrics)
         if not rows:
             notes.append(f"differences: every group has {keys[0]}={opts.baseline}; nothing to compare")
         for r in rows:
@@ -140,7 +147,7 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
         diff = tables.differences_table(rows, keys, metrics)
         diff_md = put("differences.md", tables.to_markdown(diff))
         put("differences.csv", tables.differences_csv(rows, keys, metrics))
-        put("differences.tex", tables.to_latex(diff, f"paired per-seed differences to {keys[0]}={opts.baseline}; "
+        put("differences.tex", tables.to_latex(diff, f"paired per-seed differences to {baseline_text(keys[0], opts)}; "
                                                      f"95% Student-t interval"))
     figure_links: list[tuple[str, str]] = []
 
@@ -156,6 +163,13 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
     _scores_figures(sel, opts, figure, notes)
     put("report.md", _index(sel, opts, table_md, diff_md, best_md, figure_links, notes))
     return written
+
+
+def baseline_text(key: str, opts: Options) -> str:
+    """``loss=cb_bce``, or for pairs ``loss: any_bce → cb_bce, any_focal → cb_focal``."""
+    if ":" not in (opts.baseline or ""):
+        return f"{key}={opts.baseline}"
+    return f"{key}: " + ", ".join(" → ".join(p.strip() for p in item.split(":")) for item in opts.baseline.split(","))
 
 
 def report_name(sel: Selection, opts: Options) -> str:
@@ -365,7 +379,7 @@ def _index(sel: Selection, opts: Options, table_md: str, diff_md: str | None, be
     lines += ["", "## Results", "", "Mean ± sample std over seeds (n = seeds); best mean per column in bold "
               "(files: [table.md](table.md), [table.csv](table.csv), [table.tex](table.tex)).", "", table_md]
     if diff_md is not None:
-        lines += [f"## Differences to {keys[0]}={opts.baseline}", "",
+        lines += [f"## Differences to {baseline_text(keys[0], opts)}", "",
                   "Per seed, each group minus the baseline group with the same other keys, over the seeds both have; "
                   "mean and 95% Student-t interval. An interval containing 0 is *no difference (within seed noise)* "
                   "(files: [differences.md](differences.md), [differences.csv](differences.csv), "

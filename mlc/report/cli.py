@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated keys: tag mlc.<key>, else param <key> (default: %(default)s)")
     p.add_argument("--metrics", default=DEFAULT_METRICS, help="comma-separated metrics (default: %(default)s); "
                    "the first one is the λ figure's")
-    p.add_argument("--baseline", help="a value of the first --group-by key: paired differences to that group")
+    p.add_argument("--baseline", help="a value of the first --group-by key: paired differences to that group; or "
+                   "pairs 'value:baseline,...' (e.g. any_bce:cb_bce,any_focal:cb_focal): each value against its own")
     p.add_argument("--runs", help="comma-separated run ids for the PR/AP figures (default: the lowest seed of "
                                   "each group)")
     p.add_argument("--all-statuses", action="store_true", help="also runs that did not end FINISHED")

@@ -158,15 +158,32 @@ class DifferenceRow:
     diffs: dict[str, Difference]
 
 
-def differences(summaries: Sequence[GroupSummary], baseline: str, metrics: Sequence[str]) -> list[DifferenceRow]:
-    """Each group whose first key is not ``baseline`` against the group with ``baseline`` there and the
-    same values of the other keys (rows without such a group get n=0)."""
+def baseline_pairs(baseline: str, present: Sequence[str]) -> dict[str, str]:
+    """``--baseline`` as {group value: its baseline value} over the first key's ``present`` values.
+
+    ``cb_bce`` compares every other value with cb_bce; ``any_bce:cb_bce,any_focal:cb_focal`` compares only
+    the named pairs (a paper's matched comparisons, e.g. each loss against its own base)."""
+    if ":" not in baseline:
+        return {v: baseline for v in present if v != baseline}
+    pairs = {}
+    for item in baseline.split(","):
+        mine, sep, theirs = (part.strip() for part in item.partition(":"))
+        if not sep or not mine or not theirs or mine == theirs or mine in pairs:
+            raise ValueError(f"{item!r} is not a pair 'value:baseline' of two different values named once")
+        pairs[mine] = theirs
+    return pairs
+
+
+def differences(summaries: Sequence[GroupSummary], pairs: dict[str, str], metrics: Sequence[str]
+                ) -> list[DifferenceRow]:
+    """Each group whose first key is in ``pairs`` against the group with its baseline value there and the same
+    values of the other keys (rows without such a group get n=0)."""
     by_values = {s.values: s for s in summaries}
     rows = []
     for s in summaries:
-        if s.values[0] == baseline:
+        if s.values[0] not in pairs:
             continue
-        partner_values = (baseline, *s.values[1:])
+        partner_values = (pairs[s.values[0]], *s.values[1:])
         partner = by_values.get(partner_values)
         diffs = {}
         for m in metrics:
