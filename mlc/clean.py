@@ -22,6 +22,7 @@ from pathlib import Path
 MLC_ENTRIES: tuple[str, ...] = (
     "runs",  # Hydra single-run directories
     "multirun",  # Hydra sweep directories
+    "reproduce",  # mlc reproduce sweep directories
     "cache",  # generated / downloaded data sets (paths.cache)
     "mlartifacts",  # MLflow artifact root
     # The SQLite stores of MLflow and Optuna, SQLite's side files, and mlc's lock files beside them.

@@ -11,12 +11,19 @@ and kept when the file is re-made.
 Overrides go to every run (``dataset=coco_modified dataset.root=/data/coco backbone=tresnet_l``); the runs
 of one config share one sweep folder, ``<outputs>/reproduce/<name>@<config hash>`` (the studies' name).
 ``--tiny`` runs the same preset in a tiny form (1 epoch, small data, the first and last values of each
-grid list): the test suite does, so that presets cannot rot.
+grid list): the test suite does, so that presets cannot rot. ``--workers N`` runs each sweep with N
+processes on the same studies (``mlc sweep --workers``).
+
+A *search* preset (``reseed``: ``lambda_vs_negative_ratio_study``) searches with Optuna per grid point,
+then re-runs each study's best parameters at fresh seeds (in ``<folder>/seeds``), and reports three
+ways: ``mlc report`` of the search (``search/``) and of the re-runs (``report/``), and
+``python -m mlc.report.lambda_study`` (``study/``: the best λ per ratio with its uncertainty).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import subprocess
@@ -29,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 READING_START, READING_END = "<!-- reading: written by hand, kept when the file is re-made -->", "<!-- /reading -->"
 TINY = ("trainer.max_epochs=1", "dataset.train_size=128", "dataset.val_size=64", "dataset.test_size=64",
-        "trainer.batch_size=32", "trainer.tune_thresholds=null", "trainer.save_scores=false")
+        "trainer.batch_size=32", "trainer.tune_thresholds=null")
 
 
 @dataclass(frozen=True)
@@ -98,17 +105,52 @@ def _sweeper(name: str, arguments: list[str]):
 
 
 def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
-    """``<outputs>/reproduce/<study base name>``: the name mlc's sweeper gives this config's studies
-    (``<preset>@<config hash>``), so the folder changes exactly when the studies do. A re-run of the same
-    config continues its studies and finds their runs here; a changed preset, override or default
-    config gets new studies and a new folder, which the report then sees alone."""
+    """Where this config's runs go and the report finds them: the folder its studies' trials already ran in
+    (a re-run, or an earlier ``mlc sweep experiment=<name>``: continuing them elsewhere would split their
+    runs), else ``<outputs>/reproduce/<study base name>``, the name mlc's sweeper gives the studies
+    (``<preset>@<config hash>``). So the folder changes exactly when the studies do: a changed preset,
+    override or default config gets new studies and a new folder, which the report then sees alone."""
     from hydra_plugins.mlc_sweepers.study_grid import search_space
 
-    cfg, sweeper = _sweeper(name, arguments)
-    sweeper.direction = sweeper._direction(cfg)
-    distributions, _ = search_space(sweeper.params, arguments)
-    names, _ = sweeper._names(cfg, distributions, arguments)
-    return outputs / "reproduce" / names[0][0].split("[", 1)[0]
+    with _outputs_env(outputs):  # the storage the runs will use
+        cfg, sweeper = _sweeper(name, arguments)
+        sweeper.direction = sweeper._direction(cfg)
+        distributions, _ = search_space(sweeper.params, arguments)
+        names, _ = sweeper._names(cfg, distributions, arguments)
+        ran_in = _folder_of_trials([n for n, _ in names], sweeper._url)
+    return ran_in or outputs / "reproduce" / names[0][0].split("[", 1)[0]
+
+
+def _folder_of_trials(study_names: list[str], url: str | None) -> Path | None:
+    """The sweep folder the first recorded trial of these studies ran in (None: no such trial yet)."""
+    import optuna
+
+    from mlc.stores import journal_file, sqlite_file
+    from mlc.studies import open_storage
+
+    path = (sqlite_file(url) or journal_file(url)) if url else None
+    if url is None or (path is not None and not path.is_file()):
+        return None
+    storage = open_storage(url, heartbeat_interval=None, grace_period=None)
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    for study_name in (n for n in study_names if n in existing):
+        for trial in optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False):
+            if trial.user_attrs.get("mlc.sweep_dir"):
+                return Path(trial.user_attrs["mlc.sweep_dir"])
+    return None
+
+
+@contextlib.contextmanager
+def _outputs_env(outputs: Path):
+    before = os.environ.get("MLC_OUTPUTS")
+    os.environ["MLC_OUTPUTS"] = str(outputs)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLC_OUTPUTS", None)
+        else:
+            os.environ["MLC_OUTPUTS"] = before
 
 
 def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:

@@ -45,7 +45,8 @@ def test_unknown_backbone_suggests_close_names():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option,size", [("cnn_wide", 32), ("resnet18", 64), ("tresnet_l", 224), ("vit_b16", 224), ("maxvit_s", 224)])
+@pytest.mark.parametrize("option,size", [("cnn_wide", 32), ("resnet18", 64), ("tresnet_l", 224), ("vit_b16", 224),
+                                         ("maxvit_s", 224)])
 def test_paper_backbone_configs_build_and_run(option, size):
     cfg = compose([f"backbone={option}"])
     model = instantiate(cfg.backbone, num_classes=6).eval()

@@ -236,7 +236,7 @@ def test_named_baseline_pairs_compare_only_those_pairs(store, tmp_path):
                 "--metrics", "test/f1_macro") == 0
     rows = {(r["loss"], r["backbone"]): r for r in _csv_rows(out / "differences.csv")}
     assert set(rows) == {("cb_bce", "cnn_small"), ("cb_bce", "resnet18")}  # the named pair only, reversed here
-    for (loss, backbone), row in rows.items():
+    for (_, backbone), row in rows.items():
         assert row["baseline_loss"] == "any_bce"
         d = np.array(store.values["cb_bce", backbone]["test/f1_macro"]) - np.array(
             store.values["any_bce", backbone]["test/f1_macro"])

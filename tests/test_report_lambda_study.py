@@ -90,7 +90,8 @@ def test_rows_take_the_reruns_of_the_best_lambda_as_mlflow_rounded_it():
                  summary(["0.9", "0.05"], (0.25, None), 0.3, seeds=1)]
     notes = []
     rows = build_rows(searches, summaries, [], "best/val/f1_macro", ["test/f1_macro"], False, notes)
-    assert rows[0].objective.mean == 0.78 and rows[0].near == (0.0123456789, 0.3) and rows[0].span == (0.0123456789, 0.3)
+    assert rows[0].objective.mean == 0.78 and rows[0].near == (0.0123456789, 0.3)
+    assert rows[0].span == (0.0123456789, 0.3)
     assert rows[1].near is None  # one seed: no spread
     assert notes == ["negative ratio 0.9: fewer than two seeds re-ran its best λ 0.05: no near-best span",
                      "seed runs at 0.2, 0.3 are not a study's best λ: left out"]
@@ -132,7 +133,8 @@ def test_the_search_is_read_from_its_sweep_summary(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "no sweep_summary.json (is it the folder of a finished λ search?)"),
     ("{not json", "is not a sweep summary (JSONDecodeError"),
-    ({"monitor": "m", "direction": "maximize", "searched": ["optim.lr"], "studies": []}, "searched optim.lr, not loss.lam"),
+    ({"monitor": "m", "direction": "maximize", "searched": ["optim.lr"], "studies": []},
+     "searched optim.lr, not loss.lam"),
     ({"monitor": "m", "direction": "maximize", "searched": ["loss.lam"], "studies": [{"name": "s", "fixed": {}}]},
      "study 's' does not hold dataset.negative_ratio fixed"),
     ({"monitor": "m", "direction": "maximize", "searched": ["loss.lam"], "studies": []}, "no study in"),

@@ -104,8 +104,8 @@ def test_a_reseed_run_holds_the_grid_point_and_the_best_parameters_and_drops_the
                    "hydra.sweeper.study_grid.dataset.negative_ratio=[0.8]", "hydra.sweeper.study_grid.loss=[any_bce]",
                    "++hydra.sweeper.study_grid.seed=[1,2,3]", "loss.lam=0.30000000000000004"]  # λ to the last digit
     # the re-run's grid point replaces the preset's grid (and the tiny form's trimmed one): the last one wins
-    assert _last_wins(["hydra.sweeper.n_trials=2", "a=1", "hydra.sweeper.study_grid.x=[1,2]", "hydra.sweeper.n_trials=1",
-                       "hydra.sweeper.study_grid.x=[2]", "++b=[3]", "b=4"]) == \
+    assert _last_wins(["hydra.sweeper.n_trials=2", "a=1", "hydra.sweeper.study_grid.x=[1,2]",
+                       "hydra.sweeper.n_trials=1", "hydra.sweeper.study_grid.x=[2]", "++b=[3]", "b=4"]) == \
         ["a=1", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_grid.x=[2]", "b=4"]
     cfg = compose_config(["experiment=lambda_vs_negative_ratio_study",
                           *reseed_overrides({"dataset.negative_ratio": 0.95}, {"loss.lam": 0.0123}, [1, 2, 3])],

@@ -1,13 +1,18 @@
 """Every ``mlc reproduce`` preset, run end to end in its tiny form (1 epoch, small data, the first and last
-value of each grid list): the sweep, ``mlc report`` and RESULTS.md, so that no preset can rot."""
+value of each grid list): the sweep, ``mlc report`` and RESULTS.md, so that no preset can rot. The
+lambda_ablation one also checks the report's numbers against the values the real runs logged (the
+report's unit tests in tests/test_report.py use synthetic runs)."""
 
 from __future__ import annotations
 
+import csv
 import re
 
+import numpy as np
 import pytest
 
 from mlc.reproduce import PRESETS, run
+from tests.conftest import mlflow_runs
 
 pytestmark = pytest.mark.slow
 
@@ -36,5 +41,29 @@ def check_tiny_preset(name, tmp_path):
     assert f"={baseline}`" in text if ":" not in baseline else "`any_focal` → `cb_focal`" in text
     if name == "lambda_ablation":
         assert "Best λ per negative ratio" in text and "lambda_vs_ratio.png" in text
+        check_report_numbers_are_the_logged_ones(tmp_path / "out", tmp_path / "exp" / "report", name)
     if name == "longtail_table":
         assert "db_focal" in groups  # the second phase (class-aware sampling) is in the same report
+
+
+def check_report_numbers_are_the_logged_ones(outputs, report_dir, experiment):
+    """The report of real runs: each (λ, ratio) row's mean ± std is numpy's over the seeds' logged test F1,
+    every figure is a readable image (PR and per-class AP from the runs' real scores artifacts), and the
+    report is itself an MLflow run."""
+    runs = [r for r in mlflow_runs(outputs, experiment) if r.data.tags.get("mlc.kind") == "run"]
+    with open(report_dir / "table.csv", newline="") as fh:
+        rows = {(r["lam"], r["negative_ratio"]): r for r in csv.DictReader(fh)}
+    assert len(rows) == 4 and all(r["n"] == "2" for r in rows.values())
+    for (lam, ratio), row in rows.items():
+        values = [r.data.metrics["test/f1_macro"] for r in runs
+                  if r.data.tags["mlc.lam"] == lam and r.data.tags["mlc.negative_ratio"] == ratio]
+        assert len(values) == 2
+        assert float(row["test/f1_macro_mean"]) == pytest.approx(np.mean(values), abs=1e-9)
+        assert float(row["test/f1_macro_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-9)
+    import matplotlib.image
+
+    figures = {"lambda_vs_ratio.png", "learning_curves.png", "probabilities.png", "pr_curves.png", "per_class_ap.png"}
+    assert figures <= {p.name for p in report_dir.iterdir()}
+    for figure in figures:
+        assert matplotlib.image.imread(report_dir / figure).ndim == 3
+    assert [r for r in mlflow_runs(outputs, experiment) if r.data.tags.get("mlc.kind") == "report"]

@@ -17,7 +17,8 @@ same experiment, so the answer lives next to the runs it came from.
 
 Modules, one job each: ``runs`` (everything that talks to MLflow), ``stats`` (pure functions on
 run records), ``tables`` (Markdown/CSV/LaTeX text), ``figures`` (matplotlib PNGs), ``build`` (the
-report from the records), ``cli`` (options and one-line errors).
+report from the records), ``cli`` (options and one-line errors); ``lambda_study`` (best λ against the
+negative ratio from a λ search and its re-runs over seeds, ``python -m mlc.report.lambda_study``).
 """
 
 from mlc.report.cli import main
