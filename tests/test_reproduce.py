@@ -128,3 +128,18 @@ def test_the_reseed_step_refuses_a_search_that_is_missing_or_unfinished(tmp_path
 def test_a_sweep_folder_is_quoted_for_hydra_only_where_it_must_be():
     assert _path_value(Path("/o/reproduce/lambda_ablation@b3f34311")) == "/o/reproduce/lambda_ablation@b3f34311"
     assert _path_value(Path("/my data/x,y")) == "'/my data/x,y'"
+
+
+def test_the_sweep_folder_is_where_the_studies_trials_already_ran(tmp_path):
+    import optuna
+
+    from mlc.reproduce import sweep_folder
+
+    default = sweep_folder(tmp_path, "f1_surrogates_table", [])
+    assert default.parent == tmp_path / "reproduce" and default.name.startswith("f1_surrogates_table@")
+    # an earlier `mlc sweep experiment=f1_surrogates_table` ran one of these studies' trials elsewhere
+    study = optuna.create_study(study_name=f"{default.name}[loss=focal, seed=1]",
+                                storage=f"sqlite:///{tmp_path}/optuna.db")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"mlc.sweep_dir": "/o/multirun/2026-12-01/x"}))
+    assert sweep_folder(tmp_path, "f1_surrogates_table", []) == Path("/o/multirun/2026-12-01/x")
+    assert sweep_folder(tmp_path, "f1_surrogates_table", ["trainer.max_epochs=2"]).parent == tmp_path / "reproduce"
