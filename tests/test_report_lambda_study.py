@@ -75,6 +75,9 @@ def test_without_a_seed_spread_the_relation_is_not_decided_and_two_ratios_give_n
     assert rel.rho is None and not rel.spans_known
     assert rel.verdict == ("not decided: no seed spread to judge the best λ by (re-run it over seeds); "
                            "2 ratio(s): too few for a rank correlation")
+    rising = [Row(search(r, [(lam, 0.5)])) for r, lam in zip(RATIOS, (0.001, 0.004, 0.02, 0.08, 0.3), strict=True)]
+    (rel,) = relations(rising)  # a perfect trend in one seed's winners, but no seed spread to judge it by
+    assert rel.p < 0.05 and rel.verdict.startswith("not decided")
 
 
 def summary(values, objective, f1, seeds=3):
