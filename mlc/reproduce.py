@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shlex
 import subprocess
@@ -104,12 +105,17 @@ def _sweeper(name: str, arguments: list[str]):
     return cfg, StudyGridSweeper(**{k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")})
 
 
-def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
-    """Where this config's runs go and the report finds them: the folder its studies' trials already ran in
-    (a re-run, or an earlier ``mlc sweep experiment=<name>``: continuing them elsewhere would split their
-    runs), else ``<outputs>/reproduce/<study base name>``, the name mlc's sweeper gives the studies
-    (``<preset>@<config hash>``). So the folder changes exactly when the studies do: a changed preset,
-    override or default config gets new studies and a new folder, which the report then sees alone."""
+@dataclass(frozen=True)
+class Plan:
+    """What the first sweep of a preset will make: its folder and the keys its studies vary and search."""
+
+    folder: Path
+    grid_keys: frozenset[str]  # e.g. dataset.negative_ratio, loss, seed
+    searched: frozenset[str]  # e.g. loss.lam
+
+
+def plan(outputs: Path, name: str, arguments: list[str]) -> Plan:
+    """The preset's config composed once, as the sweep will compose it; its folder is ``sweep_folder``'s."""
     from hydra_plugins.mlc_sweepers.study_grid import search_space
 
     with _outputs_env(outputs):  # the storage the runs will use
@@ -118,7 +124,17 @@ def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
         distributions, _ = search_space(sweeper.params, arguments)
         names, _ = sweeper._names(cfg, distributions, arguments)
         ran_in = _folder_of_trials([n for n, _ in names], sweeper._url)
-    return ran_in or outputs / "reproduce" / names[0][0].split("[", 1)[0]
+    folder = ran_in or outputs / "reproduce" / names[0][0].split("[", 1)[0]
+    return Plan(folder, frozenset(sweeper.study_grid), frozenset(distributions))
+
+
+def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
+    """Where this config's runs go and the report finds them: the folder its studies' trials already ran in
+    (a re-run, or an earlier ``mlc sweep experiment=<name>``: continuing them elsewhere would split their
+    runs), else ``<outputs>/reproduce/<study base name>``, the name mlc's sweeper gives the studies
+    (``<preset>@<config hash>``). So the folder changes exactly when the studies do: a changed preset,
+    override or default config gets new studies and a new folder, which the report then sees alone."""
+    return plan(outputs, name, arguments).folder
 
 
 def _folder_of_trials(study_names: list[str], url: str | None) -> Path | None:
@@ -175,7 +191,8 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     output = Path(output) if output is not None else REPO / "experiments" / name
     extra = tiny_overrides(preset, overrides) if tiny else []
     first = tuple(_trim(o) for o in preset.phases[0]) if tiny else preset.phases[0]
-    folder = sweep_folder(outputs, name, [*extra, *first, *overrides])
+    planned = plan(outputs, name, [*extra, *first, *overrides])
+    folder = planned.folder
     env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
     commit, started = _git_commit(), time.perf_counter()  # the code the runs start from
 
@@ -193,7 +210,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     report_dir, study_dir = output / "report", None
     if preset.reseed:  # the search is done: its best parameters over fresh seeds, in <folder>/seeds
         seeds = _ends(list(preset.reseed)) if tiny else list(preset.reseed)
-        for fixed, best in best_points(folder):
+        for fixed, best in best_points(folder, planned):
             sweep(folder / "seeds", [*extra, *overrides, *reseed_overrides(fixed, best, seeds)])
         monitor = _search_monitor(folder)
         _report(name, outputs, folder, "lam,negative_ratio", f"best/{monitor}", output / "search", None, env, say)
@@ -211,20 +228,41 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     return results
 
 
-def best_points(folder: Path) -> list[tuple[dict, dict]]:
-    """(grid values, best parameters) of every study of the search in ``folder`` (its sweep summary)."""
+def best_points(folder: Path, planned: Plan) -> list[tuple[dict, dict]]:
+    """(grid values, best parameters) of every study of the search in ``folder`` (its sweep summary).
+
+    They become command-line overrides of the re-runs, so the file may only name the keys the preset's
+    config grids and searches, with plain values: a summary that says ``loss._target_=...`` or holds an
+    interpolation is refused instead of choosing what runs."""
     import json
 
     path = folder / "sweep_summary.json"
     try:
         studies = json.loads(path.read_text())["studies"]
-    except (OSError, ValueError, KeyError) as err:
+        points = [(dict(s["fixed"]), dict(s["best_params"])) for s in studies if s.get("best_params")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ReproduceError(f"{path}: no sweep summary of the search to re-run ({type(err).__name__})") from None
-    points = [(dict(s["fixed"]), dict(s["best_params"])) for s in studies if s.get("best_params")]
     if len(points) != len(studies):
         raise ReproduceError(f"{path}: {len(studies) - len(points)} of {len(studies)} studies have no best trial; "
                              "run the same command again to finish them")
+    for fixed, best in points:
+        for values, allowed, what in ((fixed, planned.grid_keys, "grid"), (best, planned.searched, "search")):
+            for key, value in values.items():
+                if key not in allowed:
+                    raise ReproduceError(f"{path}: {key!r} is not a key of this preset's {what} "
+                                         f"({', '.join(sorted(allowed)) or 'none'}); refusing to re-run it")
+                if not _plain(value):
+                    raise ReproduceError(f"{path}: {key}={value!r} is not a plain number or name; refusing to "
+                                         "re-run it")
     return points
+
+
+def _plain(value) -> bool:
+    import re
+
+    if isinstance(value, bool | int | float):
+        return isinstance(value, bool) or math.isfinite(value)
+    return isinstance(value, str) and re.fullmatch(r"[\w.\-]+", value) is not None
 
 
 def reseed_overrides(fixed: dict, best: dict, seeds: list[int]) -> list[str]:

@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
-MLC_DIRS = ["runs", "multirun", "cache", "mlartifacts"]
+MLC_DIRS = ["runs", "multirun", "reproduce", "cache", "mlartifacts"]
 MLC_FILES = ["mlflow.db", "mlflow.db-wal", "optuna.db", "optuna.db.lock"]
 FOREIGN = {"notes.txt": "keep me\n", "data/x.csv": "a,b\n1,2\n"}
 
@@ -77,7 +77,7 @@ def test_make_clean_removes_only_mlc_entries(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert_only_mlc_removed(out)
     assert f"removed cache/, mlartifacts/, mlflow.db, mlflow.db-wal, multirun/, optuna.db, optuna.db.lock, " \
-           f"runs/ from {out.resolve()}" in proc.stdout
+           f"reproduce/, runs/ from {out.resolve()}" in proc.stdout
     assert "kept 2 entries mlc did not write: data/, notes.txt" in proc.stdout
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlc.reproduce import (
     PRESETS,
     READING_END,
     READING_START,
+    Plan,
     Preset,
     ReproduceError,
     _last_wins,
@@ -23,6 +25,7 @@ from mlc.reproduce import (
     _reading,
     best_points,
     main,
+    plan,
     reseed_overrides,
     run,
     tiny_overrides,
@@ -116,13 +119,33 @@ def test_a_reseed_run_holds_the_grid_point_and_the_best_parameters_and_drops_the
 
 
 def test_the_reseed_step_refuses_a_search_that_is_missing_or_unfinished(tmp_path):
+    planned = Plan(tmp_path, frozenset({"dataset.negative_ratio"}), frozenset({"loss.lam"}))
     with pytest.raises(ReproduceError, match="no sweep summary of the search"):
-        best_points(tmp_path)
+        best_points(tmp_path, planned)
     (tmp_path / "sweep_summary.json").write_text(json.dumps({"studies": [
         {"fixed": {"dataset.negative_ratio": 0.2}, "best_params": {"loss.lam": 0.01}},
         {"fixed": {"dataset.negative_ratio": 0.4}, "best_params": {}}]}))
     with pytest.raises(ReproduceError, match="1 of 2 studies have no best trial; run the same command again"):
-        best_points(tmp_path)
+        best_points(tmp_path, planned)
+
+
+@pytest.mark.parametrize("fixed, best, message", [
+    ({"dataset.negative_ratio": 0.2}, {"loss._target_": "os.system"}, "'loss._target_' is not a key of this "
+     "preset's search (loss.lam); refusing to re-run it"),
+    ({"hydra.job.env_set.X": "1"}, {"loss.lam": 0.01}, "'hydra.job.env_set.X' is not a key of this preset's grid"),
+    ({"dataset.negative_ratio": 0.2}, {"loss.lam": "${oc.env:HOME}"}, "loss.lam='${oc.env:HOME}' is not a plain"),
+    ({"dataset.negative_ratio": "0.2,seed=1"}, {"loss.lam": 0.01}, "is not a plain number or name"),
+    ({"dataset.negative_ratio": 0.2}, {"loss.lam": float("nan")}, "loss.lam=nan is not a plain number"),
+])
+def test_a_summary_cannot_choose_what_the_reruns_run(tmp_path, fixed, best, message):
+    planned = plan(tmp_path, "lambda_vs_negative_ratio_study", [])
+    assert planned.grid_keys == {"dataset.negative_ratio"} and planned.searched == {"loss.lam"}
+    (tmp_path / "sweep_summary.json").write_text(json.dumps({"studies": [{"fixed": fixed, "best_params": best}]}))
+    with pytest.raises(ReproduceError, match=re.escape(message)):
+        best_points(tmp_path, planned)
+    (tmp_path / "sweep_summary.json").write_text(json.dumps({"studies": [
+        {"fixed": {"dataset.negative_ratio": 0.95}, "best_params": {"loss.lam": 0.0123}}]}))
+    assert best_points(tmp_path, planned) == [({"dataset.negative_ratio": 0.95}, {"loss.lam": 0.0123})]
 
 
 def test_a_sweep_folder_is_quoted_for_hydra_only_where_it_must_be():

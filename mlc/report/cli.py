@@ -23,20 +23,35 @@ DEFAULT_METRICS = "test/f1_macro,test/f2_macro,test/map,test/f1_neg"
 DEFAULT_EXPERIMENT = "mlc"  # conf/tracking/mlflow.yaml
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is the same one line as every other bad input."""
 
     def error(self, message: str):
         raise ReportError(message)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mlc report", description="Tables (mean ± std over seeds, paired differences with "
-                "95% intervals) and figures from the training runs tracked in MLflow.",
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
+def add_store_options(p: argparse.ArgumentParser) -> None:
+    """``--tracking-uri`` and ``--outputs``: which MLflow store the runs are read from (``store_of``)."""
     p.add_argument("--tracking-uri", help="MLflow tracking URI (wins over --outputs)")
     p.add_argument("--outputs", help="mlc's outputs directory: its store is sqlite:///<outputs>/mlflow.db "
-                                         "(default: $MLC_OUTPUTS or outputs)")
+                                     "(default: $MLC_OUTPUTS or outputs)")
+
+
+def store_of(args: argparse.Namespace) -> tuple[str, str]:
+    """(store URI, the option that named it, for error messages) from ``add_store_options``' options."""
+    from mlc.report.runs import store_uri
+
+    option = "--tracking-uri" if args.tracking_uri else "--outputs"
+    if not args.tracking_uri and not args.outputs and os.environ.get("MLC_OUTPUTS"):
+        option = "--outputs (from $MLC_OUTPUTS)"
+    return store_uri(args.tracking_uri, args.outputs), option
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="mlc report", description="Tables (mean ± std over seeds, paired differences with "
+                "95% intervals) and figures from the training runs tracked in MLflow.",
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::", 1)[1])
+    add_store_options(p)
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (default: %(default)s)")
     p.add_argument("--filter", help="an MLflow search string, e.g. \"params.`dataset.negative_ratio` = '0.9'\"")
     p.add_argument("--sweep", help="only the trials of this multirun directory (their mlc.sweep_dir tag)")
@@ -54,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _list(text: str, option: str) -> list[str]:
+def comma_list(text: str, option: str) -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:
         raise ReportError(f"{option}={text!r}: expected a comma-separated list")
@@ -78,17 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from mlc.report import build
-    from mlc.report.runs import log_report_run, store_uri
+    from mlc.report.runs import log_report_run
 
+    store, store_option = store_of(args)
     opts = build.Options(
-        store=store_uri(args.tracking_uri, args.outputs),
-        store_option="--tracking-uri" if args.tracking_uri else "--outputs",
-        experiment=args.experiment, output=Path(args.output), group_by=_list(args.group_by, "--group-by"),
-        metrics=_list(args.metrics, "--metrics"), filter=args.filter, sweep=args.sweep, baseline=args.baseline,
-        runs=_list(args.runs, "--runs") if args.runs is not None else None, all_statuses=args.all_statuses,
+        store=store, store_option=store_option, experiment=args.experiment, output=Path(args.output),
+        group_by=comma_list(args.group_by, "--group-by"),
+        metrics=comma_list(args.metrics, "--metrics"), filter=args.filter, sweep=args.sweep, baseline=args.baseline,
+        runs=comma_list(args.runs, "--runs") if args.runs is not None else None, all_statuses=args.all_statuses,
         argv=argv)
-    if not args.tracking_uri and not args.outputs and os.environ.get("MLC_OUTPUTS"):
-        opts.store_option = "--outputs (from $MLC_OUTPUTS)"
     selection = build.select(opts)
     written = build.write(selection, opts)
     if args.no_log:

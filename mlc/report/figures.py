@@ -163,12 +163,13 @@ def best_lambda_study(rows: Sequence, series_keys: Sequence[str], monitor: str, 
     the best λ* (line). Right: ``metric`` at λ* over the re-run seeds (mean ± std), else the search's
     objective. ``rows`` are ``mlc.report.lambda_study.Row``."""
     fig, (ax, ax_metric) = _figure(11, 4.2, 1, 2)
-    several = len({r.search.series for r in rows}) > 1
-    for k, series in enumerate(dict.fromkeys(r.search.series for r in rows)):
+    all_series = list(dict.fromkeys(r.search.series for r in rows))
+    several = len(all_series) > 1
+    for k, series in enumerate(all_series):
         mine = sorted((r for r in rows if r.search.series == series), key=lambda r: r.search.ratio)
         color = f"C{k}"
         label = _series_label(series, series_keys) if several else "best λ (search)"
-        offset = (k - (len(set(r.search.series for r in rows)) - 1) / 2) * 0.01  # series side by side
+        offset = (k - (len(all_series) - 1) / 2) * 0.01  # series side by side
         for r in mine:
             x = r.search.ratio + offset
             lams = [lam for lam, _ in r.search.trials]

@@ -23,12 +23,10 @@ Example (what ``mlc reproduce lambda_vs_negative_ratio_study`` runs)::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,20 +282,14 @@ def _series_note(series: tuple[str, ...], keys: list[str]) -> str:
     return f" ({', '.join(f'{k}={v}' for k, v in zip(keys, series, strict=False))})" if series else ""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ReportError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from mlc.report.runs import store_uri
+    from mlc.report.cli import OneLineParser, add_store_options, comma_list, store_of
 
-    p = _Parser(prog="python -m mlc.report.lambda_study", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m mlc.report.lambda_study", description=__doc__.split("\n\n")[0])
     p.add_argument("--search", required=True, type=Path, help="the λ search's sweep folder (its sweep_summary.json)")
     p.add_argument("--seeds", type=Path, help="the sweep folder of the best λ's re-runs over seeds (without it: no "
                    "near-best span)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (wins over --outputs)")
-    p.add_argument("--outputs", help="mlc's outputs directory: its store is sqlite:///<outputs>/mlflow.db")
+    add_store_options(p)
     p.add_argument("--experiment", default="mlc", help="MLflow experiment of the re-runs (default: %(default)s)")
     p.add_argument("--metrics", default="test/f1_macro,test/map", help="test metrics per ratio (default: %(default)s)")
     p.add_argument("--output", required=True, type=Path, help="directory for lambda_study.{md,csv} and the figure")
@@ -306,10 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             args = p.parse_args(argv)
         except SystemExit as done:  # --help
             return int(done.code or 0)
-        option = "--tracking-uri" if args.tracking_uri else "--outputs" if args.outputs or not \
-            os.environ.get("MLC_OUTPUTS") else "--outputs (from $MLC_OUTPUTS)"
-        run(args.search, args.seeds, store_uri(args.tracking_uri, args.outputs), option, args.experiment,
-            [m for m in args.metrics.split(",") if m], args.output)
+        metrics = comma_list(args.metrics, "--metrics")
+        run(args.search, args.seeds, *store_of(args), args.experiment, metrics, args.output)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
