@@ -64,5 +64,5 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check mlc hydra_plugins tests
 
 # Standard library only, so it runs before .venv exists; CLEAN_FLAGS=--dry-run lists without removing.
-clean: ## remove what mlc wrote under OUTPUTS (runs, sweeps, caches, stores); refuses /, ~, the repo
+clean: ## remove what mlc wrote under OUTPUTS (runs, sweeps, caches, stores); refuses unmarked folders, /, ~, the repo
 	$(PYTHON) -m mlc.clean "$(OUTPUTS)" $(CLEAN_FLAGS)

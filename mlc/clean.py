@@ -3,8 +3,10 @@
 ``make clean`` used to run ``rm -rf $(OUTPUTS)/*``: an empty ``OUTPUTS`` made that ``rm -rf /*``, the
 ``MLC_OUTPUTS`` variable the rest of mlc honours was ignored, and every file in the folder went, not only
 mlc's. This module is what ``make clean`` runs instead. It refuses a folder that can only be a mistake
-(``/``, the home directory, the repository or a folder above it, a file, a symlink), deletes only the
-top-level entries named in ``MLC_ENTRIES``, never follows a symlink, and says what it removed and kept.
+(``/``, the home directory, the repository or a folder above it, a file, a symlink) and any folder
+without the ``.mlc-outputs`` file that mlc writes into every outputs folder it uses (so that a system
+folder's ``cache/`` is never taken for mlc's), deletes only the top-level entries named in
+``MLC_ENTRIES``, never follows a symlink, and says what it removed and kept.
 
 Standard library only: it runs with the system ``python3`` before the virtualenv exists.
 """
@@ -31,6 +33,9 @@ MLC_ENTRIES: tuple[str, ...] = (
 )
 
 GITKEEP = ".gitkeep"
+MARKER = ".mlc-outputs"  # written by mlc (mlc.config.mark_outputs) into every outputs folder it uses
+MARKER_TEXT = ("mlc writes its runs, sweeps, caches and stores into this folder; `make clean` removes only those, "
+               "and only from a folder holding this file.\n")
 REPO = Path(__file__).resolve().parents[1]  # the parent of the mlc/ package
 
 
@@ -72,6 +77,9 @@ def check_target(raw: str) -> Path | None:
     for identities, why in _forbidden():
         if ident in identities:
             raise Refused(f"refusing to clean {raw!r}: {why}")
+    if not (path / MARKER).is_file() and path.resolve() != REPO / "outputs":  # (the repository's own is mlc's)
+        raise Refused(f"refusing to clean {raw!r}: it has no {MARKER} file, so mlc did not mark it as its outputs "
+                      f"folder; if an older mlc wrote it, confirm with `touch {path / MARKER}`")
     return path.resolve()
 
 
@@ -95,7 +103,7 @@ def clean(folder: Path, dry_run: bool = False) -> list[str]:
     names = set(MLC_ENTRIES)
     entries = sorted(folder.iterdir(), key=lambda e: e.name)
     ours = [e for e in entries if e.name in names]
-    theirs = [e for e in entries if e.name not in names and e.name != GITKEEP]
+    theirs = [e for e in entries if e.name not in names and e.name not in (GITKEEP, MARKER)]
     labels = ", ".join(_label(e) for e in ours)
     if not ours:
         lines = [f"nothing of mlc's in {folder}"]

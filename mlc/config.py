@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,13 @@ def compose_experiment(cfg: DictConfig, tracking: bool = True) -> Experiment:
 
 
 def check_config(cfg: DictConfig) -> Experiment:
-    """The config check before any compute (the task, the multirun preflight, the sweep's probes)."""
-    return compose_experiment(cfg)
+    """The config check before any compute of training (the task, the multirun preflight, the sweep's
+    probes): ``compose_experiment``, and positive images (``mlc infer`` may score an all-negative split)."""
+    experiment = compose_experiment(cfg)
+    ratio = cfg.dataset.get("negative_ratio")
+    require(ratio is None or ratio < 1, "dataset.negative_ratio", ratio, "every image would be negative: no "
+            "positive to learn from or to evaluate (mAP and F1 undefined); use a ratio below 1")
+    return experiment
 
 
 # How torch's optimizers name their arguments in their errors ("Invalid learning rate: -1").
@@ -197,13 +203,11 @@ def compose_config(overrides: list[str] | None = None, hydra: bool = False) -> D
         return compose("train", overrides=overrides or [], return_hydra_config=hydra)
 
 
-HYDRA_FLAGS_THAT_CHANGE_THE_CONFIG = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
-
-
 def check_command_line(argv: list[str]) -> str | None:
     """Compose the command line's plain overrides once; a one-line error for a typo, else ``None``.
 
-    Hydra reports ``loss.lamb=0.1`` or ``loss=hinge`` in several lines; this names the key in one.
+    Hydra reports ``loss.lamb=0.1``, ``loss=hinge``, a malformed override (``loss.lam=[``) or a broken
+    config file (YAML) in several lines or a traceback; this names the key, override or file in one.
     Sweep overrides (``seed=0,1,2``, ``interval(...)``) are left to Hydra and the sweepers.
     """
     return _compose_command_line(argv)[1]
@@ -213,52 +217,91 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
     """What ``python -m mlc.train`` checks before Hydra writes anything: (error line or None, exit code,
     extra overrides).
 
-    Besides typos (``check_command_line``): the outputs folder must take a write (a read-only or full
-    disk is named, not met as a traceback minutes later); an explicit ``hydra.run.dir`` must not hold
-    another run (Hydra would overwrite its ``.hydra/`` files before the task could refuse); and a
-    resumed run (``trainer.resume``) must be resumable with this config, and is then given its
-    original run directory, so that one run keeps one directory and one log (its new Hydra config
-    goes to ``.hydra/resume-<time>/``).
+    Besides ``check_command_line``: the outputs folder must take a write (a full disk is named, not met
+    as a traceback minutes later); a single run's config (``check_config``, a GPU for ``cuda``) is checked
+    before a folder exists to leave behind; a resumed run must be resumable with this config and keeps
+    its run directory and log (its new Hydra config goes to ``.hydra/resume-<time>/``); and rank 0 claims
+    the run directory (``claim_run_dir``; a new run's path is pinned, so that Hydra writes where the
+    claim is), then marks the outputs folder as mlc's.
     """
-    cfg, error = _compose_command_line(argv)
+    cfg, error, args = _compose_command_line(argv)
     if error or cfg is None:
         return error, 2, []
-    error = check_writable(str(OmegaConf.select(cfg, "paths.outputs")), "paths.outputs")
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    if error or multirun:
-        return error, 2, []
-    resume = OmegaConf.select(cfg, "trainer.resume")
-    resume_dir = None
-    if resume:
-        from mlc.engine import checkpoint as ckpt
+    if args.cfg or args.info or args.help or args.hydra_help or args.shell_completion:
+        return None, 0, []  # Hydra prints and exits: no run, nothing written
+    outputs = str(OmegaConf.select(cfg, "paths.outputs"))
+    error = check_writable(outputs, "paths.outputs")
+    if error or args.multirun:
+        return error, 2, []  # (a multirun's config: PreflightCheck, once Hydra composed it)
+    from mlc.engine import checkpoint as ckpt
+    from mlc.engine.distributed import wants_cuda
 
-        try:
-            state = ckpt.load(resume, mmap=True)  # the config and position only; the task reads the weights
-            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            ckpt.check_resumable(state, OmegaConf.to_container(task, resolve=True))
-        except MlcError as err:
-            return f"error: {err}", 1, []
-        resume_dir = _run_dir_of(resume)
-    explicit = any(a.split("=", 1)[0] == "hydra.run.dir" for a in argv)
-    if explicit:
-        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
-        if run_dir.is_dir() and any(run_dir.iterdir()) and (resume_dir is None or resume_dir != run_dir.resolve()):
-            held = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir())[:4])
-            return (f"error: hydra.run.dir={str(run_dir)!r}: refusing to overwrite another run there (it holds "
-                    f"{held}); choose a new directory, or continue that run with trainer.resume={run_dir}"), 2, []
-        return None, 0, []
-    if resume_dir is None:
-        return None, 0, []
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    resume = OmegaConf.select(cfg, "trainer.resume")
+    try:
+        wants_cuda(check_config(task).trainer.device)
+        if resume:  # the config and position only (mmap); the task reads the weights
+            ckpt.check_resumable(ckpt.load(resume, mmap=True), OmegaConf.to_container(task, resolve=True))
+    except MlcError as err:
+        return f"error: {err}", 2 if isinstance(err, ConfigError) else 1, []
+    if int(os.environ.get("RANK", "0")) > 0:
+        return None, 0, []  # under torchrun, rank 0 owns the run directory
+    resume_dir = _run_dir_of(resume) if resume else None
+    explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in args.overrides)
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))) if explicit or resume_dir is None else resume_dir
+    error = claim_run_dir(run_dir, resuming=resume_dir is not None and resume_dir == run_dir.resolve())
+    if error:
+        return f"error: hydra.run.dir={str(run_dir)!r}: {error}", 2, []
+    mark_outputs(outputs)
+    if explicit or resume_dir is None:
+        return None, 0, [] if explicit else [f"hydra.run.dir={quote_override(str(run_dir))}"]
     from datetime import datetime
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     return None, 0, [f"hydra.run.dir={quote_override(str(resume_dir))}", f"hydra.output_subdir=.hydra/resume-{stamp}"]
 
 
+RUN_OWNER = ".mlc-run"  # in every run directory; the run writing there holds a lock on it
+
+
+def claim_run_dir(run_dir: Path, resuming: bool = False) -> str | None:
+    """Make ``run_dir`` this process's own before Hydra writes there, or say in one line why not: an
+    exclusive ``flock`` on its ``.mlc-run``, held until the process exits, so that of two runs started at
+    once exactly one gets it, and a crashed run's lock goes with it. Unless resuming, the folder must hold
+    nothing else (before and after the lock); a refused run writes nothing into it."""
+    import fcntl
+
+    def taken() -> str | None:
+        held = [] if resuming else sorted(p.name + "/" * p.is_dir() for p in run_dir.iterdir() if p.name != RUN_OWNER)
+        return (f"refusing to overwrite another run there (it holds {', '.join(held[:4])}); choose a new directory, "
+                f"or continue that run with trainer.resume={run_dir}") if held else None
+
+    if run_dir.is_dir() and (error := taken()):
+        return error
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / RUN_OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        error = taken()
+    except BlockingIOError:
+        error = "another mlc run is writing there now; choose a new directory"
+    if error:
+        os.close(fd)
+        return error
+    os.write(fd, b"This folder is one mlc run's; the process writing it holds a lock on this file.\n")
+    return None  # (fd stays open, and the lock held, until the process exits)
+
+
+def mark_outputs(folder: str) -> None:
+    """Mark ``folder`` as an mlc outputs folder (``mlc.clean`` cleans no other); an existing mark stays."""
+    from mlc.clean import MARKER, MARKER_TEXT
+
+    with contextlib.suppress(FileExistsError), open(Path(folder) / MARKER, "x") as fh:
+        fh.write(MARKER_TEXT)
+
+
 def check_writable(folder: str, key: str) -> str | None:
     """One line if ``folder`` cannot be created or take a small write (read-only, full, no permission)."""
-    import os
-
     from mlc.stores import os_error_reason
 
     path = Path(folder)
@@ -293,36 +336,63 @@ def quote_override(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None]:
+def _compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None, Any]:
+    """(the config, an error line, Hydra's parsed arguments); neither config nor error where Hydra is left
+    to speak: its own usage errors, another primary config (``--config-name``, ``--config-path``)."""
+    import argparse
     import re
 
+    import yaml
+    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(a.split("=")[0] in HYDRA_FLAGS_THAT_CHANGE_THE_CONFIG for a in argv):
-        return None, None
-    args = [a for a in argv if not a.startswith("-")]
+    parser, overrides, grammar = get_args_parser(), [], OverridesParser.create()
+    parser.exit_on_error = False
     try:
-        plain = [o.input_line for o in OverridesParser.create().parse_overrides(args) if not o.is_sweep_override()]
-        return compose_config(plain, hydra=True), None
-    except OverrideParseException:
-        return None, None  # Hydra's own parser message is precise; let it speak
+        args, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None, None, None
+    if unknown or args.config_name or args.config_path or args.experimental_rerun:
+        return None, None, args
+    for arg in args.overrides:
+        try:
+            overrides += grammar.parse_overrides([arg])
+        except OverrideParseException as err:
+            reason = str(err).splitlines()[0].replace(f"LexerNoViableAltException: {arg}", "an unexpected character")
+            return None, f"error: override {arg!r}: not a valid Hydra override ({reason})", args
+        if not overrides[-1].key_or_group:
+            return None, f"error: override {arg!r}: no key before '=' (key=value)", args
+    plain = [o.input_line for o in overrides if not o.is_sweep_override()]
+    if args.config_dir:  # where Hydra puts it too: after conf/, before its schemas
+        if not Path(args.config_dir).is_dir():
+            return None, f"error: --config-dir={args.config_dir!r}: no such directory", args
+        if any(o.key_or_group == "hydra.searchpath" for o in overrides):
+            return None, None, args
+        plain.append(f"hydra.searchpath=[{quote_override(f'file://{Path(args.config_dir).resolve()}')}]")
+    try:
+        return compose_config(plain, hydra=True), None, args
+    except yaml.YAMLError as err:  # a broken config file: where and what, as YAML says it
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None) or str(err).splitlines()[0]
+        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+        return None, f"error: {where}: not valid YAML ({problem})", args
     except MissingConfigException as err:
         found = re.search(r"Could not find '([^/']+)/([^']+)'", str(err))
         if found is None:
-            return None, f"error: {str(err).splitlines()[0]}"
+            return None, f"error: {str(err).splitlines()[0]}", args
         options = ", ".join(getattr(err, "options", None) or [])
         return None, (f"error: {found.group(1)}={found.group(2)}: no such option in conf/{found.group(1)}/"
-                      + (f" (available: {options})" if options else ""))
+                      + (f" (available: {options})" if options else "")), args
     except ConfigCompositionException as err:
         found = re.search(r"Could not override '([^']+)'", str(err))
         if found and "not in struct" in str(err.__cause__ or ""):
             key = found.group(1)
-            return None, f"error: {key}: no such key in the config (check the spelling; +{key}=<value> adds a new key)"
-        return None, f"error: {str(err).splitlines()[0]}"
+            return None, (f"error: {key}: no such key in the config (check the spelling; +{key}=<value> adds a new "
+                          f"key)"), args
+        return None, f"error: {str(err).splitlines()[0]}", args
     except OmegaConfBaseException as err:
-        return None, f"error: {str(err).splitlines()[0]}"
+        return None, f"error: {str(err).splitlines()[0]}", args
 
 
 def report_and_exit(err: MlcError, code: int) -> None:
@@ -355,3 +425,4 @@ class PreflightCheck(Callback):
                 sweeper_cls.preflight(config)
         except ConfigError as err:
             report_and_exit(err, 2)
+        mark_outputs(str(config.paths.outputs))  # the sweep writes there from now on

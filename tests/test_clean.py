@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc.clean import MLC_ENTRIES, main
+from mlc.clean import MARKER, MLC_ENTRIES, main
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -33,8 +33,11 @@ def make_clean(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
                           timeout=60)
 
 
-def populate(folder: Path) -> Path:
-    """An outputs folder holding mlc's usual entries next to files mlc did not write."""
+def populate(folder: Path, marked: bool = True) -> Path:
+    """An outputs folder holding mlc's usual entries next to files mlc did not write (and mlc's marker)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if marked:
+        (folder / MARKER).write_text("mlc\n")
     for name in MLC_DIRS:
         (folder / name / "sub").mkdir(parents=True)
         (folder / name / "sub" / "f.txt").write_text(name)
@@ -47,7 +50,7 @@ def populate(folder: Path) -> Path:
 
 
 def assert_only_mlc_removed(folder: Path) -> None:
-    assert sorted(p.name for p in folder.iterdir()) == ["data", "notes.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER, "data", "notes.txt"]  # the folder stays mlc's
     for rel, text in FOREIGN.items():
         assert (folder / rel).read_text() == text
 
@@ -103,6 +106,7 @@ def test_missing_folder_is_not_an_error(tmp_path: Path) -> None:
 
 
 def test_folder_without_mlc_entries(tmp_path: Path) -> None:
+    (tmp_path / MARKER).write_text("mlc\n")
     (tmp_path / "notes.txt").write_text("x")
     proc = make_clean(f"OUTPUTS={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -114,6 +118,7 @@ def test_folder_without_mlc_entries(tmp_path: Path) -> None:
 def test_symlinked_entry_is_unlinked_not_followed(tmp_path: Path) -> None:
     out, target = tmp_path / "outputs", tmp_path / "precious"
     out.mkdir()
+    (out / MARKER).write_text("mlc\n")
     (target / "deep").mkdir(parents=True)
     (target / "deep" / "data.bin").write_text("precious")
     (out / "runs").symlink_to(target, target_is_directory=True)
@@ -173,3 +178,18 @@ def test_main_refuses_with_exit_code_2(value: str, capsys: pytest.CaptureFixture
     assert main([value, "--dry-run"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and repr(value) in err[0]
+
+
+def test_a_folder_mlc_did_not_mark_is_refused_and_untouched(tmp_path: Path) -> None:
+    """A system folder's cache/ and runs/ are not mlc's: without the marker nothing goes, even without --dry-run."""
+    folder = populate(tmp_path / "var", marked=False)
+    proc = make_clean(f"OUTPUTS={folder}")
+    assert proc.returncode != 0
+    (line,) = error_lines(proc)
+    assert line.startswith(f"error: refusing to clean '{folder}': it has no {MARKER} file"), line
+    assert f"touch {folder / MARKER}" in line
+    assert_untouched(folder)
+    assert not (folder / MARKER).exists()
+    (folder / MARKER).touch()  # what the message says confirms an older mlc's outputs folder
+    assert make_clean(f"OUTPUTS={folder}").returncode == 0
+    assert_only_mlc_removed(folder)

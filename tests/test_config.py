@@ -60,6 +60,7 @@ def test_presets_compose():
 @pytest.mark.parametrize("override,key", [
     ("loss.lam=-0.1", "loss.lam"), ("loss.beta=1.0", "loss.beta"), (["loss=any_focal", "loss.gamma=-1"], "loss.gamma"),
     ("dataset.negative_ratio=1.2", "dataset.negative_ratio"), ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ("dataset.negative_ratio=1.0", "dataset.negative_ratio"),  # no positive to learn from or to evaluate
     ("trainer.monitor=val/acc", "trainer.monitor"), ("optimizer.lr=-1", "optimizer.lr"),
     ("backbone.name=resnet5O", "backbone.name"), ("trainer.precision=16-mixed", "trainer.precision"),
     ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
@@ -77,7 +78,21 @@ def test_check_config_names_the_key(override, key):
     (["dataset.negative_ratoi=0.5"], "error: dataset.negative_ratoi: no such key"),
     (["optimizer=adam"], "error: optimizer=adam: no such option in conf/optimizer/ (available: adamw, sgd)"),
     (["hydra.run.dir=/tmp/x", "+extra_key=1"], None),
+    (["--cfg", "job", "loss=any_focal"], None),
+    (["loss.lam=["], "error: override 'loss.lam=[': not a valid Hydra override (no viable alternative at input '[')"),
+    (["seed=0", "=3"], "error: override '=3': no key before '=' (key=value)"),
+    (["--config-dir", "/no/such/dir"], "error: --config-dir='/no/such/dir': no such directory"),
 ])
 def test_check_command_line(argv, expected):
     error = check_command_line(argv)
     assert error == expected if expected is None else error.startswith(expected)
+
+
+def test_a_config_dir_adds_options_and_its_broken_yaml_is_one_line(tmp_path):
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "mine.yaml").write_text((ROOT / "conf" / "loss" / "bce.yaml").read_text())
+    (tmp_path / "loss" / "broken.yaml").write_text("lam: [0.1\nbeta: 0.9\n")
+    assert check_command_line(["--config-dir", str(tmp_path), "loss=mine"]) is None
+    assert check_command_line(["loss=mine"]).startswith("error: loss=mine: no such option in conf/loss/")
+    assert check_command_line([f"--config-dir={tmp_path}", "loss=broken"]) == (
+        f"error: {tmp_path}/loss/broken.yaml, line 2: not valid YAML (expected ',' or ']', but got ':')")

@@ -19,6 +19,13 @@ from torch.utils.data import Sampler
 from mlc.errors import ConfigError
 
 
+def wants_cuda(device: str) -> bool:
+    """Whether ``trainer.device`` means CUDA here; ``cuda`` without a GPU is refused (before any run folder)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device", device, "CUDA was requested but torch.cuda.is_available() is False")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 @dataclass
 class DistContext:
     rank: int = 0
@@ -41,9 +48,7 @@ class DistContext:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-        if use_cuda and not torch.cuda.is_available():
-            raise ConfigError("trainer.device", device, "CUDA was requested but torch.cuda.is_available() is False")
+        use_cuda = wants_cuda(device)
         if use_cuda:
             torch.cuda.set_device(local_rank)
             dev = torch.device("cuda", local_rank)
