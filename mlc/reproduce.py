@@ -1,18 +1,18 @@
 """``mlc reproduce NAME [overrides]``: one seed paper's headline comparison, run and written up in one command.
 
-Each preset is an ``experiment=<name>`` config (``conf/experiment/<name>.yaml``): a grid of runs on mlc's
-sweeper, one study per grid point with one trial each, so **running the command again continues where it
-stopped** (finished runs are not repeated). Then ``mlc report`` makes the table over seeds, the paired
-differences and the figures from the tracked runs, and ``experiments/<name>/RESULTS.md`` is written around
-them: the exact command, machine, date, git commit and wall time, and the report's own files, unedited.
-Its ``Reading`` section (two or three sentences on whether the paper's claim held) is written by a person
-and kept when the file is re-made.
+Each preset is an ``experiment=<name>`` config (``conf/experiment/<name>.yaml``) whose ``reproduce`` node names
+the claim it tests and how to report it: a grid of runs on mlc's sweeper (phases included: ``mlc sweep
+experiment=<name>`` runs the same), one study per grid point with one trial each, so **running the command again
+continues where it stopped**. Then ``mlc report`` makes the table over seeds, the paired differences and the
+figures from the tracked runs, and ``experiments/<name>/RESULTS.md`` is written around them: the exact command,
+machine, date, git commit and wall time, and the report's own files, unedited. Its ``Reading`` section (two or
+three sentences on whether the paper's claim held) is written by a person and kept when the file is re-made.
 
 Overrides go to every run (``dataset=coco_modified dataset.root=/data/coco backbone=tresnet_l``); the runs
 of one config share one sweep folder, ``<outputs>/reproduce/<name>@<config hash>`` (the studies' name).
-``--tiny`` runs the same preset in a tiny form (1 epoch, small data, the first and last values of each
-grid list): the test suite does, so that presets cannot rot. ``--workers N`` runs each sweep with N
-processes on the same studies (``mlc sweep --workers``).
+``--tiny`` runs the same preset in a tiny form (1 epoch, small data, the first and last values of each grid
+list, the node's ``tiny`` overrides): the test suite does, so that presets cannot rot. ``--workers N`` runs
+each sweep with N processes on the same studies (``mlc sweep --workers``).
 
 A *search* preset (``reseed``: ``lambda_vs_negative_ratio_study``) searches with Optuna per grid point,
 then re-runs each study's best parameters at fresh seeds (in ``<folder>/seeds``), and reports three
@@ -42,67 +42,30 @@ TINY = ("trainer.max_epochs=1", "dataset.train_size=128", "dataset.val_size=64",
 
 @dataclass(frozen=True)
 class Preset:
-    """How ``mlc reproduce`` runs and reports one ``conf/experiment/<name>.yaml``."""
+    """How ``mlc reproduce`` runs and reports one ``conf/experiment/<name>.yaml``: its ``reproduce`` node."""
 
     name: str
-    paper: str  # the seed paper and the claim the comparison tests
+    claim: str  # the seed paper and the claim the comparison tests
     group_by: str
     metrics: str
     baseline: str | None = None
-    phases: tuple[tuple[str, ...], ...] = ((),)  # extra overrides of each sweep invocation (same sweep folder)
     tiny: tuple[str, ...] = ()  # extra overrides of the tiny form
     tiny_metrics: str | None = None  # the tiny form's metrics, where its data lacks some (no head classes)
     reseed: tuple[int, ...] = ()  # a search preset: then re-run each study's best parameters at these seeds
 
 
-PRESETS = {p.name: p for p in (
-    Preset("anyclass_table",
-           "seed 000 (any-class presence likelihood, arXiv 2506.05721): at a high negative ratio J_any "
-           "(any_bce, any_focal) beats the class-balanced baselines (cb_bce, cb_focal) in F1, F2 and mAP, "
-           "on more than one backbone, without losing F1 on the negative instances",
-           group_by="loss,backbone", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg",
-           baseline="any_bce:cb_bce,any_focal:cb_focal",  # the paper's pairs: each J_any against its own base
-           tiny=("hydra.sweeper.study_grid.loss=[cb_bce,any_bce,cb_focal,any_focal]",
-                 "hydra.sweeper.study_grid.backbone=[cnn_small]")),
-    Preset("lambda_ablation",
-           "seed 000, λ ablation: the absent-class weight λ of J_any matters, with a best value near 0.02 and "
-           "λ = 0 (no absent classes in the any-class logit) worse",
-           group_by="lam,negative_ratio", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg",
-           baseline="0"),
-    Preset("longtail_table",
-           "seed 002 (probability-guided loss): on long-tailed data PG improves mAP over BCE, focal, CB-focal, "
-           "ASL and DB-focal (class-aware sampling), most of all on the tail classes",
-           group_by="loss", metrics="test/map,test/map_head,test/map_medium,test/map_tail", baseline="bce",
-           phases=(("hydra.sweeper.study_grid.loss=[bce,focal,cb_focal,asl,pg]",),
-                   ("hydra.sweeper.study_grid.loss=[db_focal]", "sampler=class_aware")),
-           tiny=("dataset.longtail_max=12",), tiny_metrics="test/map,test/map_tail"),
-    Preset("single_positive_table",
-           "seed 003 (single-positive learning): with one observed positive per image, losses that model the "
-           "unknown labels (ROLE, EM, EM+APL, GR) beat assume-negative (AN) in mAP on clean test labels",
-           group_by="loss", metrics="test/map,test/f1_macro", baseline="an"),
-    Preset("f1_surrogates_table",
-           "seed 004 (F1 surrogates): training on a differentiable F1 (soft_f1, sigmoid_f1) raises macro, micro "
-           "and weighted F1 over BCE and focal at the fixed threshold",
-           group_by="loss", metrics="test/f1_macro,test/f1_micro,test/f1_weighted,test/map", baseline="bce"),
-    Preset("lambda_vs_negative_ratio_study",
-           "seed 000, open question 2: the best λ of J_any depends on the negative ratio of the data (the paper "
-           "leaves open how); searched here per ratio with Optuna, the best λ then re-run over fresh seeds",
-           group_by="negative_ratio,lam", metrics="test/f1_macro,test/f2_macro,test/map,test/f1_neg",
-           reseed=(1, 2, 3), tiny=("hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1")),
-)}
+def presets() -> dict[str, Preset]:
+    """Every experiment config with a ``reproduce`` node, by name (the config is the one definition)."""
+    import yaml
+
+    nodes = {p.stem: (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("reproduce")
+             for p in sorted((REPO / "conf" / "experiment").glob("*.yaml"))}
+    return {name: Preset(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in node.items()})
+            for name, node in nodes.items() if node}
 
 
 class ReproduceError(Exception):
     """An input mistake: one line, exit 2."""
-
-
-def _sweeper(name: str, arguments: list[str]):
-    """The preset's composed config and mlc's sweeper as the sweep would build them (grid flattened)."""
-    from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper
-    from mlc.config import compose_config
-
-    cfg = compose_config([f"experiment={name}", *arguments], hydra=True)
-    return cfg, StudyGridSweeper(**{k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")})
 
 
 @dataclass(frozen=True)
@@ -115,17 +78,16 @@ class Plan:
 
 
 def plan(outputs: Path, name: str, arguments: list[str]) -> Plan:
-    """The preset's config composed once, as the sweep will compose it; its folder is ``sweep_folder``'s."""
-    from hydra_plugins.mlc_sweepers.study_grid import search_space
+    """The preset's sweep planned as the sweep will plan it (``mlc.sweep.plan``); its folder is ``sweep_folder``'s."""
+    from mlc.config import compose_config
+    from mlc.sweep.plan import plan_sweep, storage_url
 
     with _outputs_env(outputs):  # the storage the runs will use
-        cfg, sweeper = _sweeper(name, arguments)
-        sweeper.direction = sweeper._direction(cfg)
-        distributions, _ = search_space(sweeper.params, arguments)
-        names, _ = sweeper._names(cfg, distributions, arguments)
-        ran_in = _folder_of_trials([n for n, _ in names], sweeper._url)
-    folder = ran_in or outputs / "reproduce" / names[0][0].split("[", 1)[0]
-    return Plan(folder, frozenset(sweeper.study_grid), frozenset(distributions))
+        cfg = compose_config([f"experiment={name}", *arguments], hydra=True)
+        planned = plan_sweep(cfg)
+        ran_in = _folder_of_trials([s.name for s in planned.studies], storage_url(cfg.hydra.sweeper.storage))
+    folder = ran_in or outputs / "reproduce" / planned.studies[0].name.split("[", 1)[0]
+    return Plan(folder, frozenset(k for s in planned.studies for k in s.fixed), frozenset(planned.distributions))
 
 
 def sweep_folder(outputs: Path, name: str, arguments: list[str]) -> Path:
@@ -170,28 +132,31 @@ def _outputs_env(outputs: Path):
 
 
 def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
-    """The tiny form: 1 epoch of small data and the first and last values of each grid list."""
-    _, sweeper = _sweeper(preset.name, overrides)
+    """The tiny form: 1 epoch of small data and the first and last values of each grid list (a phase's too)."""
+    from mlc.config import compose_config
+    from mlc.sweep.plan import flatten_leaves as flat
+
+    sweeper = compose_config([f"experiment={preset.name}", *overrides], hydra=True).hydra.sweeper
+    grids = [("study_grid", flat(sweeper.study_grid)), *((f"phases.{i}.study_grid", flat(phase.get("study_grid")))
+                                                        for i, phase in enumerate(sweeper.get("phases") or []))]
     own = {o.partition("=")[0] for o in preset.tiny}  # a preset's own tiny grid is not trimmed again
-    trimmed = [f"hydra.sweeper.study_grid.{key}=[{','.join(map(str, _ends(values)))}]"
-               for key, values in sweeper.study_grid.items()
-               if len(values) > 2 and f"hydra.sweeper.study_grid.{key}" not in own]
+    trimmed = [f"hydra.sweeper.{where}.{key}=[{','.join(map(str, _ends(values)))}]" for where, grid in grids
+               for key, values in grid.items() if len(values) > 2 and f"hydra.sweeper.{where}.{key}" not in own]
     return [*TINY, *preset.tiny, *trimmed]
 
 
 def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None = None,
         outputs: Path | None = None, workers: int = 1, say=print) -> Path:
     """Run preset ``name`` (continuing an earlier run of the same command), report it, write RESULTS.md."""
-    preset = PRESETS.get(name)
+    preset = presets().get(name)
     if preset is None:
-        raise ReproduceError(f"no preset {name!r}; choose from {', '.join(PRESETS)}")
+        raise ReproduceError(f"no preset {name!r}; choose from {', '.join(presets())}")
     if workers < 1:
         raise ReproduceError(f"--workers={workers}: must be at least 1")
     outputs = Path(outputs or os.environ.get("MLC_OUTPUTS") or REPO / "outputs").resolve()
     output = Path(output) if output is not None else REPO / "experiments" / name
-    extra = tiny_overrides(preset, overrides) if tiny else []
-    first = tuple(_trim(o) for o in preset.phases[0]) if tiny else preset.phases[0]
-    planned = plan(outputs, name, [*extra, *first, *overrides])
+    arguments = [*(tiny_overrides(preset, overrides) if tiny else []), *overrides]
+    planned = plan(outputs, name, arguments)
     folder = planned.folder
     env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
     commit, started = _git_commit(), time.perf_counter()  # the code the runs start from
@@ -205,13 +170,12 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
         if done.returncode != 0:
             raise SystemExit(done.returncode)  # the sweep printed its own error; the same command continues it
 
-    for phase in preset.phases:
-        sweep(folder, [*extra, *(tuple(_trim(o) for o in phase) if tiny else phase), *overrides])
+    sweep(folder, arguments)  # every phase of the preset (hydra.sweeper.phases), as `mlc sweep` runs it
     report_dir, study_dir = output / "report", None
     if preset.reseed:  # the search is done: its best parameters over fresh seeds, in <folder>/seeds
         seeds = _ends(list(preset.reseed)) if tiny else list(preset.reseed)
         for fixed, best in best_points(folder, planned):
-            sweep(folder / "seeds", [*extra, *overrides, *reseed_overrides(fixed, best, seeds)])
+            sweep(folder / "seeds", [*arguments, *reseed_overrides(fixed, best, seeds)])
         monitor = _search_monitor(folder)
         _report(name, outputs, folder, "lam,negative_ratio", f"best/{monitor}", output / "search", None, env, say)
         study_dir = output / "study"
@@ -320,7 +284,7 @@ def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: P
     command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []),
                           *([f"--workers={workers}"] if workers > 1 else []), *overrides])
     files = {p.name for p in report_dir.iterdir()}
-    lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.paper}.", "",
+    lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.claim}.", "",
              "## How it was made", "", "```", command, "```", "",
              f"- machine: {_machine()}", f"- date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; git commit "
              f"{commit}; wall time {seconds / 60:.1f} min (runs continued from an earlier invocation "
@@ -376,14 +340,6 @@ def _ends(values: list) -> list:
     return [values[0], values[-1]] if len(values) > 2 else list(values)
 
 
-def _trim(override: str) -> str:
-    """``hydra.sweeper.study_grid.loss=[a,b,c]`` -> ``...=[a,c]`` (the tiny form of a phase's grid)."""
-    key, sep, value = override.partition("=")
-    if key.startswith("hydra.sweeper.study_grid.") and value.startswith("[") and value.endswith("]"):
-        return f"{key}{sep}[{','.join(_ends(value[1:-1].split(',')))}]"
-    return override
-
-
 def _git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -402,9 +358,10 @@ def _machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    names = ", ".join(presets())
     parser = argparse.ArgumentParser(prog="mlc reproduce", description=__doc__.split("\n\n")[0],
-                                     epilog="presets: " + ", ".join(PRESETS))
-    parser.add_argument("name", help="the preset: " + ", ".join(PRESETS))
+                                     epilog="presets: " + names)
+    parser.add_argument("name", help="the preset: " + names)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (dataset=..., backbone=...)")
     parser.add_argument("--tiny", action="store_true",
                         help="1 epoch, small data, the first and last value of each grid list")
@@ -412,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: experiments/<name>/)")
     parser.add_argument("--outputs", type=Path, default=None, help="mlc's outputs folder (default: $MLC_OUTPUTS or "
                         "outputs/)")
-    parser.add_argument("--workers", type=int, default=1, help="sweep processes per phase (mlc sweep --workers; "
+    parser.add_argument("--workers", type=int, default=1, help="processes of each sweep (mlc sweep --workers; "
                         "one per GPU on a GPU machine; default: %(default)s)")
     args = parser.parse_args(argv)
     try:

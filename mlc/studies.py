@@ -23,10 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -46,23 +49,24 @@ GRACE_PERIOD_S = 60
 # change them and still continue its study.
 NOT_IN_FINGERPRINT = ("paths", "tracking", "hydra", "trainer.num_workers", "trainer.device", "trainer.resume",
                       "trainer.log_every_n_steps", "trainer.eval_batch_size", "trainer.checkpoint_every_n_steps",
-                      "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark")
+                      "trainer.compile", "trainer.channels_last", "trainer.cudnn_benchmark", "reproduce")
 # Trial user attributes the sweeper sets (read back to find a dead trial's MLflow run).
 ATTR_SWEEP_DIR, ATTR_JOB_NUM = "mlc.sweep_dir", "mlc.job_num"
 ATTR_TRACKING_URI, ATTR_PARENT_RUN = "mlc.tracking_uri", "mlc.parent_run_id"
 ATTR_RUN_DIR, ATTR_ERROR, ATTR_INTERRUPTED = "mlc.run_dir", "mlc.error", "mlc.interrupted"
 # Set when a trial is queued to continue an unfinished one: the checkpoint to resume, the trial it continues.
 ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
+# The sweep process that runs a trial (``process_owner``): a re-run on its host takes it over once it is gone.
+ATTR_OWNER = "mlc.owner"
 # Set on a trial asked beyond n_trials by a worker that lost a race with another (never run, not a failure).
 ATTR_SURPLUS = "mlc.surplus"
 
 
 def open_storage(url: str | None, key: str = "hydra.sweeper.storage",
                  heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S, grace_period: int | None = GRACE_PERIOD_S,
-                 must_exist: bool = False, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
-                 ) -> optuna.storages.BaseStorage:
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
     """The Optuna storage at ``url`` — an RDB with heartbeats, or a journal file (``journal:///<file>``,
-    no heartbeats: a dead trial there is failed by hand, ``mlc sweeps <url> --fail-stale`` cannot see it);
+    no heartbeats: only a trial whose process died on this machine is seen to be dead);
     one line naming ``key`` if it cannot be opened."""
     if url is None:  # storage: null — one process, gone when it ends (nothing to continue, no heartbeats)
         return optuna.storages.InMemoryStorage()
@@ -81,7 +85,7 @@ def open_storage(url: str | None, key: str = "hydra.sweeper.storage",
         with opening(url), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                              grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
+                                              grace_period=grace_period)
     except MlcError:
         raise
     except Exception as err:  # SQLAlchemy's: server down, bad credentials, a file that is not a database
@@ -118,31 +122,60 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial | Frozen
         thread.join()
 
 
-class StaleTrials:
-    """Collects the trials that Optuna's ``fail_stale_trials`` failed (its callback), for the MLflow side."""
+def reclaim(study: optuna.Study) -> list[FrozenTrial]:
+    """Close ``study``'s RUNNING trials whose sweep process is dead, each queued to continue; return them.
 
-    def __init__(self) -> None:
-        self.trials: list[FrozenTrial] = []
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.trials.append(trial)
-
-
-def fail_stale(study: optuna.Study, collector: StaleTrials) -> list[FrozenTrial]:
-    """Fail ``study``'s stale trials (Optuna), end their MLflow runs KILLED; return them."""
-    collector.trials.clear()
-    if not isinstance(study._storage, BaseHeartbeat):  # a journal: no heartbeats, nothing to find
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    stale = list(collector.trials)
-    for trial in stale:
-        log.warning("trial #%d of %s had no heartbeat within the grace period (its process died): marked FAIL",
-                    trial.number, study.study_name)
-        kill_mlflow_runs(trial, reason=f"stale Optuna trial #{trial.number} of {study.study_name}: its process died")
+    Dead means: recorded on this machine and that process is gone (``owner_gone``: at once, no waiting),
+    or no heartbeat within the grace period (a lost machine, a kill on another host). Closing is one
+    atomic state change in the storage, so of two processes reclaiming at once exactly one closes (and
+    queues) each trial. Its MLflow run, and its dead sweep's parent run, end KILLED.
+    """
+    stale = set(stale_trial_numbers(study))
+    closed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        gone = owner_gone(trial.user_attrs.get(ATTR_OWNER))
+        if not (gone or trial.number in stale) or not _close_as_failed(study, trial):
+            continue
+        why = ("its process on this machine is gone" if gone else
+               "it had no heartbeat within the grace period (its process died)")
+        log.warning("trial #%d of %s: %s: marked FAIL", trial.number, study.study_name, why)
+        kill_mlflow_runs(trial, reason=f"Optuna trial #{trial.number} of {study.study_name}: {why}")
         enqueue_continuation(study, trial)
-    return stale
+        closed.append(trial)
+    return closed
+
+
+def _close_as_failed(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """FAIL a RUNNING trial of another process; False if someone else finished or closed it first."""
+    try:
+        return study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def process_owner() -> dict[str, Any]:
+    """This process, as recorded with each trial it runs: host, pid and a start stamp (pids are reused)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_stamp(os.getpid())}
+
+
+def owner_gone(owner: dict[str, Any] | None) -> bool:
+    """Whether ``owner`` (``process_owner()`` of a trial) ran on this machine and that process has ended.
+
+    Another host's process cannot be seen from here (its heartbeat decides); without ``/proc`` nothing is
+    known either way (False)."""
+    if not owner or owner.get("host") != socket.gethostname() or not owner.get("start"):
+        return False
+    return _start_stamp(int(owner["pid"])) != owner["start"]
+
+
+def _start_stamp(pid: int) -> str | None:
+    """Boot id and start time of a live process (``/proc``), None if it has ended (a zombie has ended too)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in "ZX" else f"{boot}:{fields[19]}"
 
 
 def continue_unfinished(study: optuna.Study) -> None:
@@ -159,8 +192,6 @@ def enqueue_continuation(study: optuna.Study, trial: FrozenTrial) -> None:
 
     The queued trial is the next that ``study.ask`` hands out, in this process or another worker.
     """
-    from pathlib import Path
-
     attrs: dict[str, Any] = {ATTR_CONTINUES: trial.number}
     run_dir = trial.user_attrs.get(ATTR_RUN_DIR)
     last = Path(run_dir) / "checkpoints" / "last.pt" if run_dir else None
@@ -194,6 +225,18 @@ def within_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bo
         attrs = {k: v for k, v in frozen.user_attrs.items() if k in (ATTR_CONTINUES, ATTR_CHECKPOINT)}
         study.enqueue_trial(dict(frozen.params), user_attrs=attrs, skip_if_exists=False)
     return False
+
+
+def retire_queued(study: optuna.Study, n_trials: int) -> None:
+    """Retire the queued continuations of a study that is already complete, as surplus: one lost a race to
+    a fresh trial (``within_budget`` queues it again) and would otherwise stay WAITING for good."""
+    finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(ATTR_SURPLUS))
+    if finished < n_trials:
+        return
+    for _ in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()  # hands out a waiting trial first
+        trial.set_user_attr(ATTR_SURPLUS, True)
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def stale_trial_numbers(study: optuna.Study) -> list[int]:

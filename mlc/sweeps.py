@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 SUMMARY_STEM = "sweep_summary"
 
 
@@ -68,19 +71,41 @@ class StudyResult:
         return "ok"
 
 
-@dataclass
-class Outcome:
-    """How the sweep of this process ended; read by the MLflow parent run and the CLI's exit code."""
+def outcome(results: list[StudyResult], interrupted: str | None = None) -> tuple[int, str]:
+    """(exit code, message) of a sweep, from its studies alone: 0 only when every study reached ``n_trials``
+    finished trials with nothing left running; 130 if it was interrupted; else 1, saying what is missing."""
+    if interrupted:
+        return 130, f"sweep {interrupted}; run the same command to continue it"
+    failed = [r.name for r in results if r.status == "failed"]
+    if failed:
+        rate = "" if all(r.max_failure_rate >= 1 for r in results) else " or too many failed"
+        return 1, f"{len(failed)} of {len(results)} studies failed (no trial completed{rate}): {', '.join(failed)}"
+    short = [r for r in results if r.status not in ("ok", "all pruned") or r.running]
+    if short:
+        said = "; ".join(f"{r.name}: {r.complete + r.pruned}/{r.n_trials} finished, {r.failed} failed, "
+                         f"{r.interrupted} interrupted, {r.running} running" for r in short[:3])
+        return 1, (f"{len(short)} of {len(results)} studies did not reach n_trials ({said}); run the same command "
+                   f"to run the missing trials")
+    return 0, ""
 
-    code: int = 0  # 0 ok, 1 a study failed, 130 interrupted
-    message: str = ""
+
+def read_outcome(sweep_dir: Path) -> tuple[int, str] | None:
+    """The outcome ``write_summary`` recorded in ``sweep_dir``, None if no mlc sweep wrote one there."""
+    try:
+        recorded = json.loads((sweep_dir / f"{SUMMARY_STEM}.json").read_text())["outcome"]
+        return int(recorded["code"]), str(recorded["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-OUTCOME = Outcome()
+class ExitWithOutcome(Callback):
+    """The last of mlc's multirun callbacks: the process exits with its sweep's recorded outcome (one line)."""
 
-
-def record_outcome(code: int, message: str) -> None:
-    OUTCOME.code, OUTCOME.message = code, message
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        code, message = read_outcome(Path(config.hydra.sweep.dir)) or (0, "")
+        if code:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(code)  # (Hydra's callbacks and CLI wrapper pass SystemExit on)
 
 
 def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float = 1.0) -> list[StudyResult]:
@@ -129,12 +154,15 @@ def format_table(results: list[StudyResult], monitor: str, searched: list[str]) 
 
 
 def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep_dir: Path, monitor: str,
-                  direction: str, searched: list[str], tracking: bool, max_failure_rate: float = 1.0
-                  ) -> tuple[str, list[StudyResult]]:
-    """Write ``sweep_summary.{json,md,png}`` into ``sweep_dir``; return the text to print and the results."""
+                  direction: str, searched: list[str], tracking: bool, max_failure_rate: float = 1.0,
+                  interrupted: str | None = None) -> tuple[str, list[StudyResult], tuple[int, str]]:
+    """Write ``sweep_summary.{json,md,png}`` into ``sweep_dir``, with the sweep's outcome read from its
+    studies; return the text to print, the results and the outcome."""
     results = load_results(studies, storage, max_failure_rate)
     table = format_table(results, monitor, searched)
+    code, message = outcome(results, interrupted)
     _write_atomic(sweep_dir / f"{SUMMARY_STEM}.json", json.dumps({
+        "outcome": {"code": code, "message": message}, "max_failure_rate": max_failure_rate,
         "monitor": monitor, "direction": direction, "storage": storage_url, "searched": searched,
         "studies": [{"name": r.name, "fixed": r.fixed, "status": r.status, "best_params": r.best_params,
                      "best_value": r.best_value, "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
@@ -157,7 +185,25 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
         f"Sweep dir: {sweep_dir}  (trial runs 0..N, {SUMMARY_STEM}.md/.json{'/.png' if plot else ''})",
     ])
     _write_atomic(sweep_dir / f"{SUMMARY_STEM}.md", f"```\n{text}\n```\n")
-    return text, results
+    return text, results, (code, message)
+
+
+def refresh_summary(sweep_dir: Path, tracking: bool, interrupted: str | None = None
+                    ) -> tuple[str, list[StudyResult], tuple[int, str]] | None:
+    """Re-write a sweep's summary from its studies' state now (``mlc sweep --workers``: the last worker to
+    write it may have read the studies before another finished its trial); None if there is none."""
+    from mlc.studies import open_storage
+
+    try:
+        recorded = json.loads((sweep_dir / f"{SUMMARY_STEM}.json").read_text())
+        storage = open_storage(recorded["storage"], key="storage", must_exist=True, heartbeat_interval=None,
+                               grace_period=None)
+    except (OSError, ValueError, KeyError):
+        return None
+    studies = [StudyRef(s["name"], s["fixed"], s["n_trials"]) for s in recorded["studies"]]
+    return write_summary(studies, storage, recorded["storage"], sweep_dir, recorded["monitor"],
+                         recorded["direction"], recorded["searched"], tracking,
+                         recorded.get("max_failure_rate", 1.0), interrupted)
 
 
 def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[str]) -> Path | None:
@@ -209,14 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     from mlc.errors import MlcError
-    from mlc.studies import GRACE_PERIOD_S, StaleTrials, fail_stale, open_storage
+    from mlc.studies import GRACE_PERIOD_S, open_storage, reclaim
 
     parser = argparse.ArgumentParser(description="Summarise the Optuna studies in a storage; close dead trials.")
     parser.add_argument("storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
     parser.add_argument("--prefix", default="", help="only studies whose name starts with this")
     parser.add_argument("--fail-stale", action="store_true",
-                        help="mark RUNNING trials without a heartbeat for --grace-period s as FAIL (queued to "
-                             "continue at the next run of their sweep) and end their MLflow runs KILLED")
+                        help="mark RUNNING trials whose process died (gone from this machine, or no heartbeat for "
+                             "--grace-period s) as FAIL, queued to continue at the next run of their sweep, and "
+                             "end their MLflow runs KILLED")
     parser.add_argument("--trials", action="store_true", help="also list every trial (state, parameters, value) "
                                                                "as a Markdown table per study")
     parser.add_argument("--grace-period", type=int, default=None,
@@ -228,19 +275,17 @@ def main(argv: list[str] | None = None) -> None:
         names = [s.study_name for s in optuna.get_all_study_summaries(base) if s.study_name.startswith(args.prefix)]
         if not names:
             raise MlcError(f"no study in {args.storage} starts with {args.prefix!r}")
-        storages: dict[int, tuple[Any, StaleTrials]] = {}  # Optuna's grace period is a setting of the storage
+        storages: dict[int, Any] = {}  # Optuna's grace period is a setting of the storage
         results, closed = [], 0
         for name in names:
             grace = int(args.grace_period or optuna.load_study(study_name=name, storage=base).user_attrs.get(
                 "mlc.grace_period", GRACE_PERIOD_S))
             if grace not in storages:
-                collector = StaleTrials()
-                storages[grace] = (open_storage(args.storage, key="storage", must_exist=True, heartbeat_interval=1,
-                                                grace_period=grace, on_stale=collector), collector)
-            storage, collector = storages[grace]
+                storages[grace] = open_storage(args.storage, key="storage", must_exist=True, heartbeat_interval=1,
+                                               grace_period=grace)
             if args.fail_stale:
-                closed += len(fail_stale(optuna.load_study(study_name=name, storage=storage), collector))
-            results += load_results([StudyRef(name)], storage)
+                closed += len(reclaim(optuna.load_study(study_name=name, storage=storages[grace])))
+            results += load_results([StudyRef(name)], storages[grace])
         if args.fail_stale:
             print(f"{closed} stale trial(s) marked FAIL (their MLflow runs KILLED, each queued to continue)")
     except MlcError as err:

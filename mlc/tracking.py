@@ -36,6 +36,7 @@ log = logging.getLogger("mlc.tracking")
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 # Set by `mlc sweep --workers N` for its workers: the parent run it owns (workers attach, never end it).
 SHARED_PARENT_ENV = "MLC_SWEEP_PARENT_RUN"
+LAUNCHER_PID_ENV = "MLC_SWEEP_LAUNCHER_PID"  # the `mlc sweep --workers` process that owns that parent run
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 SWEEP_SUMMARY_GLOB = "sweep_summary*"
@@ -262,16 +263,31 @@ class MultirunTracking(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.tracker is None:
+            self._end_orphaned_parent(config)
             return
         try:
             self._attach_summary(Path(config.hydra.sweep.dir))
         except Exception as err:  # the parent run still ends with the sweep's status below
             log.warning("could not attach the sweep summary to MLflow parent run %s: %s", self.tracker.run_id,
                         str(err).splitlines()[0] if str(err) else type(err).__name__)
-        from mlc.sweeps import OUTCOME
+        from mlc.sweeps import read_outcome
 
-        status = {0: "FINISHED", 130: "KILLED"}.get(OUTCOME.code, "FAILED")
-        self._end(status, OUTCOME.message or None)
+        code, message = read_outcome(Path(config.hydra.sweep.dir)) or (0, "")  # (Hydra's own sweepers write none)
+        self._end({0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"), message or None)
+
+    @staticmethod
+    def _end_orphaned_parent(config: DictConfig) -> None:
+        """A worker whose ``--workers`` process died (even by SIGKILL: Linux then sent the worker SIGTERM)
+        ends the parent run it shared, KILLED: nobody else is left to end it."""
+        launcher, run_id = os.environ.get(LAUNCHER_PID_ENV), os.environ.get(SHARED_PARENT_ENV)
+        if not launcher or not run_id or os.getppid() == int(launcher) or not tracking_settings(config).enabled:
+            return
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_settings(config).tracking_uri)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "mlc.error", f"the `mlc sweep --workers` process (pid {launcher}) died")
+            client.set_terminated(run_id, status="KILLED")
 
     def _attach_summary(self, sweep_dir: Path) -> None:
         attach_sweep_summary(self.tracker, sweep_dir)

@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlc.config import check_config, report_and_exit
+from mlc.config import RUN_OWNER, check_config, report_and_exit
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import standard_callbacks
 from mlc.engine.checkpoint import check_resumable
@@ -108,7 +108,7 @@ def _before_training():
 def train(cfg: DictConfig) -> float:
     with _before_training():
         checked = check_config(cfg)  # everything cheap is validated before any data or compute
-    dist = DistContext.from_env(checked.trainer.device)
+        dist = DistContext.from_env(checked.trainer.device)  # (refuses trainer.device=cuda without a GPU)
     if not dist.is_main:
         logging.getLogger("mlc").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
     try:
@@ -310,24 +310,18 @@ def _rank_main(config: dict, run: RunContext) -> float:
 
 
 def discard_unused_run_dir(run_dir: Path) -> bool:
-    """Remove the folder Hydra made for a run that was refused before training: only Hydra's own files
-    (``.hydra/``, the job log) and only if that is all it holds; then empty date folders above it."""
-    if not run_dir.is_dir() or not HydraConfig.initialized():
+    """Remove the folder made for a run that was refused before training: only its own files (``.hydra/``,
+    the job log, the claim ``.mlc-run``) and only if that is all it holds; then empty date folders above it."""
+    if not run_dir.is_dir() or run_dir.is_symlink() or not HydraConfig.initialized():
         return False
     run = context()
-    own = {run.output_subdir, f"{run.job_name}.log"} - {None}
-    if not own or any(p.name not in own for p in run_dir.iterdir()):
+    if any(p.name not in {run.output_subdir, f"{run.job_name}.log", RUN_OWNER} for p in run_dir.iterdir()):
         return False  # something else is in there: not ours to remove
     logging.shutdown()  # the job log is open
-    for name in own:
-        path = run_dir / name
-        if path.is_dir() and not path.is_symlink():
-            import shutil
+    import shutil
 
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    folder = run_dir
+    shutil.rmtree(run_dir)  # (it never follows a symlink inside)
+    folder = run_dir.parent
     while folder.name != "runs" and folder != folder.parent:
         try:
             folder.rmdir()  # only if empty
@@ -377,7 +371,6 @@ def _disabled(settings):
 
 if __name__ == "__main__":
     from mlc.config import check_before_hydra
-    from mlc.sweeps import OUTCOME
 
     logging.raiseExceptions = False  # a full disk under the log file must not print logging's own traceback
 
@@ -394,7 +387,4 @@ if __name__ == "__main__":
                          f"hydra.run.dir={os.environ.get('TMPDIR', '/tmp')}/mlc-rank{os.environ['RANK']}"]
     else:
         sys.argv += extra
-    main()
-    if OUTCOME.code:  # a sweep that did not fully succeed (a failed study, an interruption)
-        print(f"error: {OUTCOME.message}", file=sys.stderr, flush=True)
-        sys.exit(OUTCOME.code)
+    main()  # a sweep exits with its studies' outcome (mlc.sweeps.ExitWithOutcome)

@@ -15,11 +15,14 @@ The same workers can be started by hand, on one machine or several, against one 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -76,7 +79,14 @@ def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
     from mlc.config import check_before_hydra, compose_config, quote_override
     from mlc.errors import MlcError
     from mlc.stores import sqlite_file
-    from mlc.tracking import SHARED_PARENT_ENV, attach_sweep_summary, start_sweep_parent, tracking_settings
+    from mlc.sweeps import refresh_summary
+    from mlc.tracking import (
+        LAUNCHER_PID_ENV,
+        SHARED_PARENT_ENV,
+        attach_sweep_summary,
+        start_sweep_parent,
+        tracking_settings,
+    )
 
     sweep_args = ["-m", *args]
     error, code, _ = check_before_hydra(sweep_args)  # typos and the outputs folder, before anything starts
@@ -107,63 +117,90 @@ def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
         except MlcError as err:
             return _fail(str(err))
         env[SHARED_PARENT_ENV] = tracker.run_id
-    print(f"{workers} workers on {storage}; sweep dir {sweep_dir}"
+    print(f"{workers} workers on {storage}; sweep dir {sweep_dir} (their logs: worker-<i>.log there)"
           + (f"; MLflow parent run {tracker.run_id}" if tracker else ""), flush=True)
-    procs = []
     # The CPU's cores shared out: N workers each running torch with every core's thread would oversubscribe
     # the machine (measured: a trial's own time ×2.7 with 2 workers on 2 cores). A user's setting wins.
     threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
-    for visible in devices:
+    env[LAUNCHER_PID_ENV] = str(os.getpid())
+    procs, starts, logs = [], [], [sweep_dir / f"worker-{i}.log" for i in range(workers)]
+    for visible, log_path in zip(devices, logs, strict=True):
         worker_env = env | {k: os.environ.get(k, threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} \
             | ({"CUDA_VISIBLE_DEVICES": visible} if visible is not None else {})
         cmd = [sys.executable, "-m", "mlc.train", *sweep_args, f"hydra.sweep.dir={quote_override(str(sweep_dir))}"]
-        procs.append(subprocess.Popen(cmd, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, bufsize=1))
-    pumps = [threading.Thread(target=_pump, args=(p, f"[worker {i}] "), daemon=True) for i, p in enumerate(procs)]
+        # Each worker writes its own log file (no pipe that breaks when this process dies), in its own session
+        # (a Ctrl-C reaches it once, from here), and gets SIGTERM if this process dies, even by SIGKILL.
+        with open(log_path, "a") as out:
+            starts.append(out.tell())  # a re-run appends to the same log: show only this run's lines
+            procs.append(subprocess.Popen(cmd, env=worker_env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True, preexec_fn=_terminate_with_parent))
+    pumps = [threading.Thread(target=_pump, args=(p, path, start, f"[worker {i}] "), daemon=True)
+             for i, (p, path, start) in enumerate(zip(procs, logs, starts, strict=True))]
     for pump in pumps:
         pump.start()
-    codes = _wait(procs)
+    codes, stopped_by = _wait(procs)
     for pump in pumps:
         pump.join(timeout=5)
-    code = 130 if 130 in codes else max(codes)
+    # The sweep's outcome is its studies' state now, whatever each worker saw when it ended.
+    interrupted = stopped_by or (130 in codes and "interrupted")
+    refreshed = refresh_summary(sweep_dir, settings.enabled, interrupted and f"{interrupted} ({workers} workers)")
+    code, message = refreshed[2] if refreshed else (max(abs(c) for c in codes), "no worker wrote a sweep summary")
     if tracker is not None:
         try:
             attach_sweep_summary(tracker, sweep_dir)
         except MlcError as err:
             print(f"warning: could not attach the sweep summary to the parent run: {err}", file=sys.stderr)
-        status = {0: "FINISHED", 130: "KILLED"}.get(code, "FAILED")
-        tracker.end(status, None if code == 0 else f"worker exit codes {codes}")
-    summary = sweep_dir / "sweep_summary.md"
-    if summary.exists():
-        print(summary.read_text().strip().strip("`").strip(), flush=True)
+        tracker.end({0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"), message or None)
+    if refreshed:
+        print(refreshed[0], flush=True)
+    for i, (proc, c) in enumerate(zip(procs, codes, strict=True)):
+        if c < 0:  # killed by a signal that was not ours to send
+            then = "the other workers finished its trial" if code == 0 else "the same command continues its trial"
+            print(f"{'warning' if code == 0 else 'error'}: worker {i} (pid {proc.pid}) was killed by "
+                  f"{signal.Signals(-c).name}; {then} (its log: {logs[i]})", file=sys.stderr)
     if code:
-        print(f"error: {sum(c != 0 for c in codes)} of {workers} workers ended with an error (exit codes "
-              f"{codes}); run the same command to continue", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
     return code
 
 
-def _wait(procs: list[subprocess.Popen]) -> list[int]:
-    """Wait for every worker. Ctrl-C reaches them from the terminal by itself; SIGTERM is passed on."""
+def _terminate_with_parent() -> None:
+    """In the worker, before it runs: ask Linux for SIGTERM when the ``--workers`` process dies (no orphans)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _wait(procs: list[subprocess.Popen]) -> tuple[list[int], str | None]:
+    """Wait for every worker; a Ctrl-C, SIGTERM or SIGHUP here is passed on to each (they stop after their
+    step, record their trial as interrupted and exit 130). Returns their exit codes and the signal's name."""
+    stopped_by: list[str] = []
+
     def forward(signum, _frame):
+        stopped_by.append(f"interrupted ({signal.Signals(signum).name})")
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signum)
+                p.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        while True:
-            try:
-                return [p.wait() for p in procs]
-            except KeyboardInterrupt:  # the workers got it too: they stop after their step and exit 130
-                continue
+        return [p.wait() for p in procs], (stopped_by or [None])[0]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
-def _pump(proc: subprocess.Popen, prefix: str) -> None:
-    for line in proc.stdout:
-        sys.stdout.write(prefix + line)
-        sys.stdout.flush()
+def _pump(proc: subprocess.Popen, path: Path, start: int, prefix: str) -> None:
+    """Copy a worker's log to this console as it grows, each line prefixed, until the worker has ended."""
+    with open(path, errors="replace") as log_file:
+        log_file.seek(start)
+        while True:
+            line = log_file.readline()
+            if line:
+                sys.stdout.write(prefix + line)
+                sys.stdout.flush()
+            elif proc.poll() is not None:
+                return
+            else:
+                time.sleep(0.2)
 
 
 def _is_sweep_value(arg: str) -> bool:

@@ -77,10 +77,9 @@ def test_two_storages_opened_at_once_on_an_empty_database(postgres_url):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
 def test_heartbeats_on_postgres_find_a_dead_trial(postgres_db):
-    from mlc.studies import StaleTrials, fail_stale, heartbeat, open_storage, stale_trial_numbers
+    from mlc.studies import heartbeat, open_storage, reclaim, stale_trial_numbers
 
-    collector = StaleTrials()
-    storage = open_storage(postgres_db, heartbeat_interval=1, grace_period=2, on_stale=collector)
+    storage = open_storage(postgres_db, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="beats", storage=storage, direction="maximize")
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     with heartbeat(storage, trial):  # a live trial: beating every second, never stale
@@ -88,7 +87,8 @@ def test_heartbeats_on_postgres_find_a_dead_trial(postgres_db):
         assert stale_trial_numbers(study) == []
     time.sleep(3)  # its process "died": no beat for longer than the grace period (the database's clock)
     assert stale_trial_numbers(study) == [trial.number]
-    assert [t.number for t in fail_stale(study, collector)] == [trial.number]
+    assert [t.number for t in reclaim(study)] == [trial.number]
+    assert reclaim(study) == []  # closed once
     (failed, queued) = study.get_trials()
     assert failed.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.user_attrs["mlc.continues"] == trial.number  # the next ask, anywhere, runs it again

@@ -14,7 +14,6 @@ import pytest
 
 from mlc.config import compose_config
 from mlc.reproduce import (
-    PRESETS,
     READING_END,
     READING_START,
     Plan,
@@ -26,42 +25,43 @@ from mlc.reproduce import (
     best_points,
     main,
     plan,
+    presets,
     reseed_overrides,
     run,
     tiny_overrides,
 )
+from mlc.sweep.plan import plan_sweep
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
 
 
 def test_every_preset_has_its_config_and_every_config_its_preset():
-    assert set(PRESETS) == {p.stem for p in CONF.glob("*.yaml")} - {"demo"}
+    assert set(presets()) == {p.stem for p in CONF.glob("*.yaml")} - {"demo"}
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(presets()))
 def test_each_preset_composes_with_its_own_experiment_and_a_grid(name):
     cfg = compose_config([f"experiment={name}"], hydra=True)
     assert cfg.tracking.experiment == name  # mlc reproduce reports from that MLflow experiment
-    if PRESETS[name].reseed:  # a search per grid point, then its best over three or more fresh seeds
-        assert cfg.hydra.sweeper.params and cfg.hydra.sweeper.n_trials >= 6 and len(PRESETS[name].reseed) >= 3
-        assert 0 not in PRESETS[name].reseed  # seed 0 ran the search: the re-runs are fresh seeds
+    if presets()[name].reseed:  # a search per grid point, then its best over three or more fresh seeds
+        assert cfg.hydra.sweeper.params and cfg.hydra.sweeper.n_trials >= 6 and len(presets()[name].reseed) >= 3
+        assert 0 not in presets()[name].reseed  # seed 0 ran the search: the re-runs are fresh seeds
     else:
         assert cfg.hydra.sweeper.n_trials == 1 and list(cfg.hydra.sweeper.study_grid.seed) == [0, 1, 2]
-    for phase in PRESETS[name].phases:  # every phase composes too
-        compose_config([f"experiment={name}", *[o for o in phase if not o.startswith("hydra.")]])
+    assert plan_sweep(cfg).studies  # every phase composes too (the planner composes each phase's config)
 
 
 def test_the_tiny_form_keeps_the_first_and_last_value_of_each_grid_list():
-    extra = tiny_overrides(PRESETS["f1_surrogates_table"], [])
+    extra = tiny_overrides(presets()["f1_surrogates_table"], [])
     assert "trainer.max_epochs=1" in extra
     assert "hydra.sweeper.study_grid.loss=[bce,sigmoid_f1]" in extra
     assert "hydra.sweeper.study_grid.seed=[0,2]" in extra
     # a preset's own tiny grid wins: anyclass keeps its four losses (its baseline pairs need them), one backbone
-    extra = tiny_overrides(PRESETS["anyclass_table"], [])
+    extra = tiny_overrides(presets()["anyclass_table"], [])
     assert [o for o in extra if o.startswith("hydra.sweeper.study_grid.loss")] == \
         ["hydra.sweeper.study_grid.loss=[cb_bce,any_bce,cb_focal,any_focal]"]
     assert "hydra.sweeper.study_grid.backbone=[cnn_small]" in extra and "hydra.sweeper.study_grid.seed=[0,2]" in extra
-    assert "hydra.sweeper.study_grid.loss.lam=[0.0,0.2]" in tiny_overrides(PRESETS["lambda_ablation"], [])
+    assert "hydra.sweeper.study_grid.loss.lam=[0.0,0.2]" in tiny_overrides(presets()["lambda_ablation"], [])
 
 
 def test_a_remade_results_file_keeps_its_reading(tmp_path):
@@ -79,8 +79,9 @@ def test_an_unknown_preset_is_one_line(capsys):
 
 
 def test_presets_are_frozen_records():
-    preset = PRESETS["longtail_table"]
-    assert isinstance(preset, Preset) and len(preset.phases) == 2 and "sampler=class_aware" in preset.phases[1]
+    preset = presets()["longtail_table"]
+    phases = compose_config(["experiment=longtail_table"], hydra=True).hydra.sweeper.phases  # the sweeper's now
+    assert isinstance(preset, Preset) and len(phases) == 2 and "sampler=class_aware" in phases[1].overrides
 
 
 def test_a_grid_over_a_config_group_refuses_an_unknown_option_before_any_run(tmp_path):
@@ -97,7 +98,7 @@ def test_the_lambda_study_searches_five_ratios_from_02_to_095():
     ratios = list(cfg.hydra.sweeper.study_grid.dataset.negative_ratio)
     assert len(ratios) >= 5 and min(ratios) == 0.2 and max(ratios) == 0.95
     assert "loss.lam" not in str(cfg.hydra.sweeper.study_grid) and "lam" in cfg.hydra.sweeper.params.loss
-    extra = tiny_overrides(PRESETS["lambda_vs_negative_ratio_study"], [])
+    extra = tiny_overrides(presets()["lambda_vs_negative_ratio_study"], [])
     assert "hydra.sweeper.study_grid.dataset.negative_ratio=[0.2,0.95]" in extra and "hydra.sweeper.n_trials=2" in extra
 
 

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from mlc.reproduce import PRESETS, run
+from mlc.reproduce import presets, run
 from tests.conftest import mlflow_runs
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def check_tiny_preset(name, tmp_path):
     expected = {"anyclass_table": 4, "lambda_ablation": 4, "longtail_table": 3, "single_positive_table": 2}[name]
     assert len(groups) == expected, groups
     assert re.search(r"\| 2 \| ", text)  # two seeds per group
-    baseline = PRESETS[name].baseline
+    baseline = presets()[name].baseline
     assert "Paired per-seed differences" in text
     assert f"={baseline}`" in text if ":" not in baseline else "`any_focal` → `cb_focal`" in text
     if name == "lambda_ablation":
@@ -44,6 +44,9 @@ def check_tiny_preset(name, tmp_path):
         check_report_numbers_are_the_logged_ones(tmp_path / "out", tmp_path / "exp" / "report", name)
     if name == "longtail_table":
         assert "db_focal" in groups  # the second phase (class-aware sampling) is in the same report
+        samplers = {(r.data.tags["mlc.loss"], r.data.params["sampler._target_"].rsplit(".", 1)[-1])
+                    for r in mlflow_runs(tmp_path / "out", name) if r.data.tags.get("mlc.kind") == "run"}
+        assert samplers == {("bce", "RandomOrder"), ("pg", "RandomOrder"), ("db_focal", "ClassAwareOrder")}
 
 
 def check_report_numbers_are_the_logged_ones(outputs, report_dir, experiment):

@@ -11,10 +11,11 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper, search_space
+from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper
 from mlc.config import check_command_line, compose_config
 from mlc.errors import ConfigError
 from mlc.studies import fingerprint
+from mlc.sweep.plan import plan_sweep
 from tests.conftest import ROOT
 
 PRESET = ["hparams_search=lambda_vs_negative_ratio"]
@@ -31,10 +32,9 @@ def _names(overrides: list[str]) -> tuple[list[str], dict]:
     """(study names, the config the studies record), as a sweep of ``overrides`` would derive them."""
     sweeper, cfg = _sweeper(overrides)
     sweeper._check(cfg)
-    arguments = list(cfg.hydra.overrides.task)
-    distributions, _ = search_space(sweeper.params, arguments)
-    names, shared = sweeper._names(cfg, distributions, arguments)
-    return [n for n, _ in names], shared
+    studies = plan_sweep(cfg).studies
+    assert all(s.config == studies[0].config for s in studies)  # one phase: one config
+    return [s.name for s in studies], studies[0].config
 
 
 def test_the_sweeper_config_derives_the_direction_by_default():
@@ -90,16 +90,14 @@ def test_a_study_made_with_the_explicit_direction_is_continued(tmp_path):
     old, cfg = _sweeper([*PRESET, *storage, "hydra.sweeper.direction=maximize"])
     old._check(cfg)
     old.config, old.optuna_storage = cfg, open_storage(url, heartbeat_interval=None, grace_period=None)
-    arguments = list(cfg.hydra.overrides.task)
-    ((ref, study),) = old._plan(search_space(old.params, arguments)[0], arguments)
+    ((ref, study),) = old._plan(plan_sweep(cfg).studies)
     study.enqueue_trial({"loss.lam": 0.01})
 
     new, cfg = _sweeper([*PRESET, *storage, f"hydra.sweeper.study_name={ref.name.partition('[')[0]}"])
     StudyGridSweeper.preflight(cfg)  # a named study recorded with another config would be refused here
     new._check(cfg)
     new.config, new.optuna_storage = cfg, open_storage(url, heartbeat_interval=None, grace_period=None)
-    arguments = list(cfg.hydra.overrides.task)
-    ((again, loaded),) = new._plan(search_space(new.params, arguments)[0], arguments)
+    ((again, loaded),) = new._plan(plan_sweep(cfg).studies)
     assert again.name == ref.name and loaded.direction == optuna.study.StudyDirection.MAXIMIZE
     assert loaded.user_attrs["mlc.config"] == study.user_attrs["mlc.config"] and len(loaded.trials) == 1
     summaries = optuna.get_all_study_summaries(open_storage(url, heartbeat_interval=None, grace_period=None))

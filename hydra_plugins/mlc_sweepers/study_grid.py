@@ -29,51 +29,51 @@ named study must hold this config, and a ``direction`` set explicitly must agree
 
 The study's direction comes from ``trainer.monitor_mode`` (``max`` -> maximize, ``min`` -> minimize):
 one source of truth. ``hydra.sweeper.direction`` is ``null`` (derived) by default; set, it is only checked.
+What studies a sweep makes (names, phases, search space) is planned by ``mlc.sweep.plan``; this runs the plan.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import signal
+import socket
 import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlc.sweep import plan as planner
+
 log = logging.getLogger("mlc.sweep")
-DIRECTIONS = {"max": "maximize", "min": "minimize"}  # trainer.monitor_mode -> the studies' Optuna direction
 
 
 class StudyGridSweeper(Sweeper):
     def __init__(self, study_grid: DictConfig, sampler: DictConfig, storage: str | None,
                  study_name: str | None, n_trials: int, direction: str | None = None, n_jobs: int = 1,
                  max_failure_rate: float = 1.0, params: DictConfig | None = None, heartbeat_interval: int = 10,
-                 grace_period: int = 60, pruner: DictConfig | None = None) -> None:
-        self.study_grid = _flatten_leaves(OmegaConf.to_container(study_grid, resolve=True) if study_grid else {})
+                 grace_period: int = 60, pruner: DictConfig | None = None, phases: Any = None) -> None:
+        self.study_grid, self.phases = planner.flatten_leaves(study_grid), phases  # see mlc.sweep.plan.plan_sweep
         self.sampler_cfg, self.storage = sampler, storage
         self.direction_set = direction  # as configured: None = derived from trainer.monitor_mode
         self.direction = "" if direction is None else str(direction)  # the study's, once setup/preflight saw the config
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self.params = _flatten_leaves(OmegaConf.to_container(params, resolve=True) if params else {})
+        self.params = planner.flatten_leaves(params)
         self.pruner = OmegaConf.to_container(pruner, resolve=True) if pruner else None
         self.config: DictConfig | None = None
         self._parent: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-        self.direction = self._direction(config)
+        self.direction = planner.study_direction(config, self.direction_set)
         in_process = str(OmegaConf.select(config, "hydra.launcher._target_", default="")).startswith("hydra._internal")
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context,
@@ -81,8 +81,7 @@ class StudyGridSweeper(Sweeper):
 
     @property
     def _url(self) -> str | None:
-        """The storage URL, or None for an in-memory study (``storage: null``: gone when the sweep ends)."""
-        return None if self.storage is None or str(self.storage) in ("", "None", "null") else str(self.storage)
+        return planner.storage_url(self.storage)
 
     def _parent_log(self) -> Any:
         """The multirun's parent MLflow run (opened on the first finished trial; a no-op without tracking)."""
@@ -98,27 +97,29 @@ class StudyGridSweeper(Sweeper):
 
         Raises ``ConfigError`` for a bad sweeper field, a direction set explicitly that disagrees with
         ``trainer.monitor_mode``, a grid key that is not in the config, a malformed storage URL, a
-        search space Optuna rejects (reversed bounds, log scale from 0), any grid value or
-        search-space bound that the config would reject, a storage that cannot be opened, or a
-        study named explicitly that was run with another config.
+        search space Optuna rejects (reversed bounds, log scale from 0), a malformed phase, any grid value,
+        search-space bound or phase override that the config would reject, a storage that cannot be opened,
+        or a study named explicitly that was run with another config.
         """
         sweeper = cls(**{k: v for k, v in config.hydra.sweeper.items() if not k.startswith("_")})
         sweeper._check(config)
-        arguments = list(config.hydra.overrides.task)
-        sweeper._check_values(config, [(k, v) for k, vs in sweeper.study_grid.items() for v in vs],
+        arguments, grids = list(config.hydra.overrides.task), planner.phases(sweeper.study_grid, sweeper.phases)
+        sweeper._check_values(config, [(k, v) for grid, _ in grids for k, vs in grid.items() for v in vs],
                               "hydra.sweeper.study_grid")
-        sweeper._check_values(config, [(k, v) for k, spec in sweeper.params.items() for v in _extremes(k, spec)],
-                              "hydra.sweeper.params.{key}")
-        sweeper._check_values(config, [(k, v) for arg in arguments for k, v in _argument_extremes(arg)],
+        sweeper._check_values(config, [e for k, s in sweeper.params.items()
+                                       for e in planner.extremes(f"{k}={s}", plain=True)], "hydra.sweeper.params.{key}")
+        sweeper._check_values(config, [e for arg in arguments for e in planner.extremes(arg)],
                               "the command-line search space of {key}")
-        distributions, _ = search_space(sweeper.params, arguments)
-        sweeper._check_studies(config, distributions)
+        studies = planner.plan_sweep(config, arguments).studies  # composes each phase's config
+        sweeper._check_values(config, [(o.key_or_group, o.value()) for _, extra in grids
+                                       for o in planner.parse(list(extra))], "hydra.sweeper.phases")
+        sweeper._check_studies(studies)
 
     # -- the sweep ----------------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
-        from mlc.studies import StaleTrials, open_storage
-        from mlc.sweeps import record_outcome, write_summary
+        from mlc.studies import open_storage
+        from mlc.sweeps import write_summary
 
         assert self.config is not None
         import optuna
@@ -128,11 +129,10 @@ class StudyGridSweeper(Sweeper):
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.stale = StaleTrials()
         self.optuna_storage = open_storage(self._url, heartbeat_interval=self.heartbeat_interval,
-                                           grace_period=self.grace_period, on_stale=self.stale)
-        distributions, fixed_args = search_space(self.params, arguments)
-        studies = self._plan(distributions, arguments)  # every study checked before the first trial
+                                           grace_period=self.grace_period)
+        plans, distributions, fixed_args = planner.plan_sweep(self.config, arguments)
+        studies = self._plan(plans)  # every study checked before the first trial
         previous = _stop_on_sigterm()
         interrupted: str | None = None
         try:
@@ -141,47 +141,68 @@ class StudyGridSweeper(Sweeper):
                 interrupted = self._run_study(study, ref, distributions, fixed_args)
                 if interrupted:
                     break
+            interrupted = interrupted or self._settle(studies, distributions, fixed_args)
         finally:
             with suppress(ValueError):
                 signal.signal(signal.SIGTERM, previous)
         monitor = str(OmegaConf.select(self.config, "trainer.monitor", default="objective"))
         tracking = bool(OmegaConf.select(self.config, "tracking.enabled", default=False))
-        table, results = write_summary([ref for ref, _ in studies], storage=self.optuna_storage,
-                                       storage_url=self._url or "in memory (this process only; storage: null)",
-                                       sweep_dir=sweep_dir,
-                                       monitor=monitor, direction=self.direction, searched=list(distributions),
-                                       tracking=tracking, max_failure_rate=float(self.max_failure_rate))
-        print(table, flush=True)
-        failed = [r.name for r in results if r.status == "failed"]
-        if interrupted:
-            record_outcome(130, f"sweep {interrupted}; run the same command to continue it")
-        elif failed:
-            record_outcome(1, f"{len(failed)} of {len(results)} studies failed (no trial completed"
-                              f"{'' if self.max_failure_rate >= 1 else ' or too many failed'}): {', '.join(failed)}")
+        table, _, _ = write_summary([ref for ref, _ in studies], storage=self.optuna_storage,
+                                    storage_url=self._url or "in memory (this process only; storage: null)",
+                                    sweep_dir=sweep_dir, monitor=monitor, direction=self.direction,
+                                    searched=list(distributions), tracking=tracking,
+                                    max_failure_rate=float(self.max_failure_rate), interrupted=interrupted)
+        print(table, flush=True)  # the outcome, recorded with it, is the process's exit (mlc.sweeps.ExitWithOutcome)
 
-    def _names(self, config: DictConfig, distributions: dict, arguments: list[str]) -> tuple[list, dict]:
-        """([(study name, grid values)], the config every trial shares): the stable names of the studies."""
-        from mlc.studies import fingerprint
+    def _settle(self, studies: list, distributions: dict, fixed_args: list[str]) -> str | None:
+        """After the first pass: run what dead processes left, and wait while other processes' trials run.
 
-        keys = list(self.study_grid)
-        task = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]),
-                                      resolve=True)
-        spec = {k: str(v) for k, v in self.params.items()} | {
-            o.key_or_group: o.input_line.partition("=")[2] for o in _parse(arguments) if o.is_sweep_override()}
-        digest, shared = fingerprint(task, [*keys, *distributions], spec, self.direction)
-        if self.study_name:
-            base = str(self.study_name)
-        else:
-            choices = config.hydra.runtime.choices
-            base = f"{choices.get('experiment') or choices.get('hparams_search') or 'sweep'}@{digest}"
-        names = []
-        for values in itertools.product(*(self.study_grid[k] for k in keys)):
-            fixed = dict(zip(keys, values, strict=True))
-            label = ", ".join(f"{k}={v}" for k, v in fixed.items())
-            names.append((f"{base}[{label}]" if label else base, fixed))
-        return names, json_safe(shared)
+        The sweep ends when its studies are complete, not when this process has nothing left to ask: a
+        trial of a process that died (on this machine: at once; elsewhere: once its heartbeat is older than
+        the grace period) is taken over and continued here, and one that is alive elsewhere (another
+        worker or machine) is waited for, with a countdown. Returns the reason if interrupted, else None.
+        """
+        import time
 
-    def _check_studies(self, config: DictConfig, distributions: dict) -> None:
+        from optuna.trial import TrialState
+
+        from mlc.studies import ATTR_OWNER, reclaim, retire_queued
+
+        started, said = time.monotonic(), -math.inf
+        try:
+            while True:
+                for ref, study in studies:
+                    if reclaim(study):  # continuations queued: run them now
+                        reason = self._run_study(study, ref, distributions, fixed_args)
+                        if reason:
+                            return reason
+                    retire_queued(study, self.n_trials)
+                elsewhere = [(ref, t) for ref, study in studies if _counts(study)["finished"] < self.n_trials
+                             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+                if not elsewhere:
+                    return None
+                owners = [t.user_attrs.get(ATTR_OWNER) or {} for _, t in elsewhere]
+                where = ", ".join(f"#{t.number} of {ref.name} (host {o.get('host', '?')}, pid {o.get('pid', '?')})"
+                                  for (ref, t), o in zip(elsewhere, owners, strict=True))
+                if self._url is None or (not hasattr(self.optuna_storage, "record_heartbeat")
+                                         and any(o.get("host") != socket.gethostname() for o in owners)):
+                    log.warning("  %d trial(s) still running elsewhere: %s; this storage has no heartbeats, so "
+                                "only their own machine can tell whether they died: run the same command there",
+                                len(elsewhere), where)
+                    return None
+                waited = time.monotonic() - started
+                if waited - said >= 30:
+                    left = self.grace_period - waited
+                    log.info("  waiting for %d trial(s) running elsewhere: %s; %s (Ctrl-C stops waiting; the same "
+                             "command continues)", len(elsewhere), where,
+                             f"if a process is dead, its trial is taken over within {left:.0f} s" if left > 0
+                             else "their heartbeats are alive: waiting for them to finish")
+                    said = waited
+                time.sleep(min(self.heartbeat_interval, 5))
+        except KeyboardInterrupt:
+            return "interrupted while waiting for trials running elsewhere"
+
+    def _check_studies(self, studies: Any) -> None:
         """Refuse, before anything is created, a named study that was run with another config (and a
         storage that cannot be opened). A SQLite file that does not exist yet holds no study."""
         import optuna
@@ -195,43 +216,42 @@ class StudyGridSweeper(Sweeper):
         path = sqlite_file(self._url) or journal_file(self._url)
         if path is not None and not path.is_file():
             return
-        names, shared = self._names(config, distributions, list(config.hydra.overrides.task))
         storage = open_storage(self._url, heartbeat_interval=None, grace_period=None)
         recorded = {s.study_name: s.user_attrs.get("mlc.config") for s in optuna.get_all_study_summaries(storage)}
-        for name, _ in names:
-            if recorded.get(name) is not None and recorded[name] != shared:
-                raise ConfigError("hydra.sweeper.study_name", name,
-                                  f"this study was run with another config ({first_difference(recorded[name], shared)}"
-                                  f"); leave study_name unset for a name derived from the config, or pick a new one")
+        for study in studies:  # mlc.sweep.plan.StudyPlan
+            if recorded.get(study.name) not in (None, study.config):
+                raise ConfigError("hydra.sweeper.study_name", study.name, f"this study was run with another config "
+                                  f"({first_difference(recorded[study.name], study.config)}); leave study_name "
+                                  "unset for a name derived from the config, or pick a new one")
 
-    def _plan(self, distributions: dict, arguments: list[str]) -> list[tuple[Any, Any]]:
-        """(StudyRef, optuna.Study) per grid point, created or loaded (the preflight checked their configs)."""
+    def _plan(self, plans: Any) -> list[tuple[Any, Any]]:
+        """(StudyRef, optuna.Study) per planned study, created or loaded (the preflight checked their configs)."""
         import optuna
 
         from mlc.pruning import build_pruner
         from mlc.studies import TrialSeededSampler
         from mlc.sweeps import StudyRef
 
-        names, shared = self._names(self.config, distributions, arguments)
-        seed = self.sampler_cfg.get("seed")
-        planned = []
-        for name, fixed in names:
+        seed, planned = self.sampler_cfg.get("seed"), []
+        self.phase_overrides = {p.name: p.overrides for p in plans}  # given to each trial of the study
+        for plan in plans:
             sampler = TrialSeededSampler(lambda s: instantiate(self.sampler_cfg, **({} if s is None else {"seed": s})),
                                          seed)
-            study = optuna.create_study(study_name=name, storage=self.optuna_storage, sampler=sampler,
+            study = optuna.create_study(study_name=plan.name, storage=self.optuna_storage, sampler=sampler,
                                         pruner=build_pruner(self.pruner), direction=self.direction,
                                         load_if_exists=True)
             if study.user_attrs.get("mlc.config") is None:
-                study.set_user_attr("mlc.config", shared)
+                study.set_user_attr("mlc.config", plan.config)
                 study.set_user_attr("mlc.grace_period", self.grace_period)
-            planned.append((StudyRef(name=name, fixed=fixed, n_trials=self.n_trials), study))
+            planned.append((StudyRef(name=plan.name, fixed=plan.fixed, n_trials=self.n_trials), study))
         return planned
 
     def _run_study(self, study: Any, ref: Any, distributions: dict, fixed_args: list[str]) -> str | None:
         """Run the trials ``study`` still needs; the reason if the sweep was interrupted, else None."""
-        from mlc.studies import continue_unfinished, fail_stale, within_budget
+        from mlc.studies import continue_unfinished, reclaim, within_budget
 
-        fail_stale(study, self.stale)
+        fixed_args = [*fixed_args, *self.phase_overrides.get(ref.name, ())]  # its phase's own (mlc.sweep.plan)
+        reclaim(study)  # trials of dead processes (e.g. a kill -9 of the last run), queued to continue
         continue_unfinished(study)
         counts = _counts(study)
         budget = self.n_trials - counts["finished"] - counts["running"]
@@ -274,11 +294,13 @@ class StudyGridSweeper(Sweeper):
             ATTR_ERROR,
             ATTR_INTERRUPTED,
             ATTR_JOB_NUM,
+            ATTR_OWNER,
             ATTR_PARENT_RUN,
             ATTR_RUN_DIR,
             ATTR_SWEEP_DIR,
             ATTR_TRACKING_URI,
             heartbeat,
+            process_owner,
         )
         from mlc.tracking import parent_run_id
 
@@ -301,7 +323,7 @@ class StudyGridSweeper(Sweeper):
             run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(first_job + offset)
             attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(first_job + offset),
                      ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_TRACKING_URI: tracking_uri,
-                     ATTR_PARENT_RUN: parent_run_id(sweep_dir)}
+                     ATTR_PARENT_RUN: parent_run_id(sweep_dir), ATTR_OWNER: process_owner()}
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             overrides.append(tuple(job))
@@ -351,12 +373,13 @@ class StudyGridSweeper(Sweeper):
         from mlc.errors import ConfigError, is_integer, is_real
         from mlc.stores import check_storage_url
 
-        self.direction = self._direction(config)
-        clash = [a for a in config.hydra.overrides.task if a.split("=", 1)[0].lstrip("+~") in self.study_grid]
+        self.direction = planner.study_direction(config, self.direction_set)
+        grids = [grid for grid, _ in planner.phases(self.study_grid, self.phases)]  # a bad phase fails here
+        clash = [a for a in config.hydra.overrides.task if any(a.split("=", 1)[0].lstrip("+~") in g for g in grids)]
         if clash:
             key, _, value = clash[0].partition("=")
             raise ConfigError(key, value, "is swept by hydra.sweeper.study_grid; change the grid instead")
-        for key, values in self.study_grid.items():
+        for key, values in (item for grid in grids for item in grid.items()):
             if OmegaConf.select(config, key, default="__missing__") == "__missing__":
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, f"'{key}' is not a config key")
             if not isinstance(values, list) or not values:
@@ -384,27 +407,6 @@ class StudyGridSweeper(Sweeper):
         else:
             check_storage_url(self.storage, "hydra.sweeper.storage")
 
-    def _direction(self, config: DictConfig) -> str:
-        """The study's direction: ``trainer.monitor_mode``'s (max -> maximize, min -> minimize). A direction set
-        explicitly in the sweeper config must agree with it (``ConfigError`` otherwise)."""
-        from mlc.errors import ConfigError
-
-        mode = OmegaConf.select(config, "trainer.monitor_mode")
-        derived = DIRECTIONS.get(mode)
-        if derived is None:
-            raise ConfigError("trainer.monitor_mode", mode, f"must be {' or '.join(DIRECTIONS)}")
-        given = self.direction_set
-        if given is None:
-            return derived
-        if given not in DIRECTIONS.values():
-            raise ConfigError("hydra.sweeper.direction", given,
-                              "must be maximize or minimize, or null to follow trainer.monitor_mode")
-        if given != derived:
-            raise ConfigError("hydra.sweeper.direction", given,
-                              f"disagrees with trainer.monitor_mode={mode} ({config.trainer.monitor}); leave it "
-                              f"unset: the direction follows trainer.monitor_mode")
-        return derived
-
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
         """Validate the config with each (key, value) in turn, as if given on the command line."""
@@ -416,88 +418,13 @@ class StudyGridSweeper(Sweeper):
         for key, value in probes:
             try:
                 if key in groups:  # a config group (loss: [bce, focal]): the whole option, composed as a job would
-                    probe = _compose_with(config, key, value)
+                    probe = planner.compose_with(config, list(config.hydra.overrides.task), [f"{key}={value}"])
                 else:
                     probe = task.copy()
                     OmegaConf.update(probe, key, value, force_add=False)
                 check_config(probe)
             except ConfigError as err:
                 raise ConfigError(err.key, err.value, f"{err.reason} (a value of {source.format(key=key)})") from None
-
-
-def _compose_with(config: DictConfig, group: str, option: Any) -> DictConfig:
-    """The task config with ``group=option`` on top of the command line's plain overrides (a grid over a
-    config group, e.g. ``study_grid: {loss: [bce, focal]}``); an unknown option is a ``ConfigError``."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import MissingConfigException
-
-    from mlc.config import compose_config
-    from mlc.errors import ConfigError
-
-    plain = [o.input_line for o in _parse(list(config.hydra.overrides.task)) if not o.is_sweep_override()
-             and o.key_or_group.lstrip("+~") != group]
-    overrides = [*plain, f"{group}={option}"]
-    try:  # inside the Hydra app (the sweep's preflight) its own config search path composes; else mlc's conf/
-        return compose(config.hydra.job.config_name or "train", overrides=overrides) \
-            if GlobalHydra.instance().is_initialized() else compose_config(overrides)
-    except MissingConfigException:
-        raise ConfigError(group, option, f"no such {group} option") from None
-
-
-def search_space(params: dict[str, Any], arguments: list[str]) -> tuple[dict, list[str]]:
-    """(Optuna distributions by key, the plain overrides to pass to every trial).
-
-    The search space is ``hydra.sweeper.params`` plus the sweep overrides of the command line
-    (``loss.lam='tag(log, interval(0.01, 0.2))'``, ``seed=0,1,2``), in Hydra's override grammar:
-    ``interval`` is a float (int if both ends are) range, ``tag(log, ...)`` samples it on a log scale,
-    a choice or ``range`` is categorical/stepped. A space Optuna rejects is a ``ConfigError`` naming the key.
-    """
-    from mlc.errors import ConfigError
-
-    distributions: dict[str, Any] = {}
-    fixed: list[str] = []
-    specs = [(f"{k}={v}", f"hydra.sweeper.params.{k}") for k, v in params.items()]
-    specs += [(a, None) for a in arguments]
-    for text, source in specs:
-        (override,) = _parse([text])
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            if source is None:
-                fixed.append(text)
-            else:
-                fixed.append(f"{key}={override.get_value_element_as_str()}")
-            continue
-        try:
-            distributions[key] = _distribution(override)
-        except (ValueError, TypeError) as err:
-            raise ConfigError(source or key, text.partition("=")[2],
-                              f"not a valid Optuna search space: {str(err).splitlines()[0]}") from None
-    return distributions, fixed
-
-
-def _distribution(override: Override) -> Any:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    value = override.value()
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    if isinstance(value, RangeSweep) and not value.shuffle:
-        step = value.step or 1
-        if any(isinstance(x, float) for x in (value.start, value.stop, step)):
-            return FloatDistribution(value.start, value.stop - step, step=step)
-        return IntDistribution(int(value.start), int(value.stop) - int(step), step=int(step))
-    choices = list(override.sweep_iterator(transformer=Transformer.encode))
-    if not choices:
-        raise ValueError("an empty choice")
-    return CategoricalDistribution(choices)
-
-
-def _parse(arguments: list[str]) -> list[Override]:
-    return OverridesParser.create().parse_overrides(arguments)
 
 
 def _counts(study: Any) -> dict[str, int]:
@@ -565,49 +492,3 @@ def _stop_on_sigterm() -> Any:
         return signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread
         return signal.SIG_DFL
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as it reads back from Optuna's JSON user attributes (tuples become lists, ...)."""
-    import json
-
-    return json.loads(json.dumps(value, default=str))
-
-
-def _flatten_leaves(grid: dict, prefix: str = "") -> dict[str, list]:
-    """``{dataset: {negative_ratio: [..]}}`` -> ``{"dataset.negative_ratio": [..]}`` (a non-dict is a leaf).
-
-    Grid and search space are written nested, like the config they address, so that one entry can be
-    overridden from the command line (``hydra.sweeper.params.loss.lam='interval(0.01, 0.2)'``).
-    """
-    out: dict[str, list] = {}
-    for key, value in grid.items():
-        if isinstance(value, dict):
-            out |= _flatten_leaves(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _argument_extremes(argument: str) -> list[tuple[str, Any]]:
-    """(key, value) probes for a sweep given as a command-line argument; none for a plain override."""
-    override = OverridesParser.create().parse_override(argument)
-    if not override.is_sweep_override():
-        return []
-    key = override.get_key_element()
-    return [(key, v) for v in _values_at_edges(override.value())]
-
-
-def _extremes(key: str, spec: Any) -> list[Any]:
-    """The values at the edges of a search-space entry such as ``tag(log, interval(0.001, 0.5))``."""
-    return _values_at_edges(OverridesParser.create().parse_override(f"{key}={spec}").value())
-
-
-def _values_at_edges(sweep: Any) -> list[Any]:
-    if isinstance(sweep, IntervalSweep):
-        return [sweep.start, sweep.end]
-    if isinstance(sweep, RangeSweep):
-        return [sweep.start, sweep.stop - (sweep.step or 1)]
-    if isinstance(sweep, ChoiceSweep):
-        return list(sweep.list)
-    return [sweep]
