@@ -197,7 +197,9 @@ def _pump(proc: subprocess.Popen, path: Path, start: int, prefix: str) -> None:
             if line:
                 sys.stdout.write(prefix + line)
                 sys.stdout.flush()
-            elif proc.poll() is not None:
+            elif proc.poll() is not None:  # ended: copy what it wrote after the last read, then stop
+                sys.stdout.writelines(prefix + rest for rest in log_file)
+                sys.stdout.flush()
                 return
             else:
                 time.sleep(0.2)
