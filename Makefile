@@ -36,7 +36,7 @@ sweep: install ## a sweep filled by WORKERS processes (ARGS="hparams_search=lamb
 	$(PY) -m mlc.cli sweep --workers $(WORKERS) $(ARGS)
 
 demo: install ## the main job: a small λ-vs-negative-ratio Optuna sweep on the built-in digits data
-	$(PY) -m mlc.train -m experiment=demo
+	$(PY) -m mlc.cli.train -m experiment=demo
 
 # Two test processes (pytest-xdist; a file's tests stay together): most tests wait on subprocesses, so
 # the suite is ~1.5x faster on 2 cores than one process. TEST_JOBS=1 runs them one after another.
@@ -48,21 +48,21 @@ test-fast: install ## unit tests only (skips end-to-end subprocess runs)
 	$(PY) -m pytest -q -m "not slow"
 
 ui: install ## MLflow dashboard on http://127.0.0.1:5000 (UI_PORT=...) over the store in outputs/
-	$(PY) -m mlc.ui --outputs $(OUTPUTS) --port $(UI_PORT)
+	$(PY) -m mlc.cli.ui --outputs $(OUTPUTS) --port $(UI_PORT)
 
 # SERVER_FLAGS="--backend-store-uri postgresql://user@host/db --artifacts-destination /shared/mlartifacts" ...
 server: install ## shared MLflow tracking server for runs and sweeps on 127.0.0.1:5000 (SERVER_PORT=...)
-	$(PY) -m mlc.ui --serve --outputs $(OUTPUTS) --host $(SERVER_HOST) --port $(SERVER_PORT) $(SERVER_FLAGS)
+	$(PY) -m mlc.cli.ui --serve --outputs $(OUTPUTS) --host $(SERVER_HOST) --port $(SERVER_PORT) $(SERVER_FLAGS)
 
 bench: install ## benchmarks (ratios against a baseline measured in the same run) -> experiments/benchmarks/
-	$(PY) -m mlc.bench
+	$(PY) -m benchmarks
 
 gpu-check: install ## on a GPU: AMP, compile, NCCL DDP, fused losses on CUDA, trainer vs bare loop -> experiments/benchmarks/gpu.md
-	$(PY) -m mlc.gpu_check
+	$(PY) -m benchmarks.gpu_check
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check mlc hydra_plugins tests
+	$(VENV)/bin/ruff check mlc hydra_plugins benchmarks tests
 
 # Standard library only, so it runs before .venv exists; CLEAN_FLAGS=--dry-run lists without removing.
 clean: ## remove what mlc wrote under OUTPUTS (runs, sweeps, caches, stores); refuses unmarked folders, /, ~, the repo
-	$(PYTHON) -m mlc.clean "$(OUTPUTS)" $(CLEAN_FLAGS)
+	$(PYTHON) -m mlc.cli.clean "$(OUTPUTS)" $(CLEAN_FLAGS)

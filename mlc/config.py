@@ -25,11 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlc.engine import checkpoint as ckpt
+from mlc.engine.distributed import wants_cuda
+from mlc.engine.settings import optimizer_steps_per_epoch
 from mlc.errors import ConfigError, MlcError, config_scope, require
+from mlc.optim import param_groups
+from mlc.stores import MARKER, MARKER_TEXT, os_error_reason
 
 log = logging.getLogger("mlc")
 
@@ -89,8 +93,6 @@ class Experiment:
     def build_optimizer(self, module: torch.nn.Module, loss_fn: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """The optimizer over the model's parameter groups and, in a group of their own (no weight decay,
         the loss's ``optimizer_options``), a loss's learnable parameters (ROLE's label estimates)."""
-        from mlc.optim import param_groups
-
         optimizer = self.optimizer(param_groups(module, float(self.cfg.optimizer.get("weight_decay", 0.0))))
         loss_params = [p for p in loss_fn.parameters() if p.requires_grad] if loss_fn is not None else []
         if loss_params:
@@ -100,8 +102,6 @@ class Experiment:
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, epoch_length: int, world_size: int = 1):
         """The LR schedule, stepped once per optimizer step (``optimizer_steps_per_epoch`` per epoch)."""
-        from mlc.engine.settings import optimizer_steps_per_epoch
-
         return self.scheduler(optimizer, steps_per_epoch=optimizer_steps_per_epoch(self.trainer, epoch_length,
                                                                                   world_size),
                               max_epochs=self.trainer.max_epochs)
@@ -131,7 +131,7 @@ def compose_experiment(cfg: DictConfig, tracking: bool = True) -> Experiment:
     trainer = build(cfg.trainer, "trainer")
     tracking_settings = build(cfg.tracking, "tracking") if tracking else None
     dataset = build(cfg.dataset, "dataset")
-    from mlc.models import check_backbone
+    from mlc.models import check_backbone  # deferred: loads timm (~3 s); composing a config alone needs none of it
 
     with config_scope("backbone"):
         require("name" in cfg.backbone, "name", None, "a backbone config needs a timm model name")
@@ -192,7 +192,7 @@ def optimizer_error(node: DictConfig, err: Exception) -> ConfigError:
 
 
 def compose_config(overrides: list[str] | None = None, hydra: bool = False) -> DictConfig:
-    """The config that ``python -m mlc.train <overrides>`` would run, composed in-process (with the
+    """The config that ``python -m mlc.cli.train <overrides>`` would run, composed in-process (with the
     ``hydra`` node when ``hydra=True``)."""
     from pathlib import Path
 
@@ -214,7 +214,7 @@ def check_command_line(argv: list[str]) -> str | None:
 
 
 def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
-    """What ``python -m mlc.train`` checks before Hydra writes anything: (error line or None, exit code,
+    """What ``python -m mlc.cli.train`` checks before Hydra writes anything: (error line or None, exit code,
     extra overrides).
 
     Besides ``check_command_line``: the outputs folder must take a write (a full disk is named, not met
@@ -233,9 +233,6 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
     error = check_writable(outputs, "paths.outputs")
     if error or args.multirun:
         return error, 2, []  # (a multirun's config: PreflightCheck, once Hydra composed it)
-    from mlc.engine import checkpoint as ckpt
-    from mlc.engine.distributed import wants_cuda
-
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     resume = OmegaConf.select(cfg, "trainer.resume")
     try:
@@ -293,17 +290,13 @@ def claim_run_dir(run_dir: Path, resuming: bool = False) -> str | None:
 
 
 def mark_outputs(folder: str) -> None:
-    """Mark ``folder`` as an mlc outputs folder (``mlc.clean`` cleans no other); an existing mark stays."""
-    from mlc.clean import MARKER, MARKER_TEXT
-
+    """Mark ``folder`` as an mlc outputs folder (``mlc.cli.clean`` cleans no other); an existing mark stays."""
     with contextlib.suppress(FileExistsError), open(Path(folder) / MARKER, "x") as fh:
         fh.write(MARKER_TEXT)
 
 
 def check_writable(folder: str, key: str) -> str | None:
     """One line if ``folder`` cannot be created or take a small write (read-only, full, no permission)."""
-    from mlc.stores import os_error_reason
-
     path = Path(folder)
     probe = path / f".mlc-write-probe-{os.getpid()}"
     try:
@@ -405,24 +398,4 @@ def report_and_exit(err: MlcError, code: int) -> None:
     sys.exit(code)
 
 
-class PreflightCheck(Callback):
-    """Hydra callback: validate the config, and the sweep if its sweeper can, before a multirun starts.
-
-    Runs before any other callback (see ``conf/hydra/default.yaml``), so a bad sweep fails in a second
-    without opening an MLflow parent run or a study. A sweeper class opts in with a ``preflight(config)``
-    classmethod that raises ``ConfigError``.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.utils import get_class
-
-        task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        try:
-            check_config(task_cfg)
-            target = OmegaConf.select(config, "hydra.sweeper._target_")
-            sweeper_cls = get_class(target) if target else None
-            if hasattr(sweeper_cls, "preflight"):
-                sweeper_cls.preflight(config)
-        except ConfigError as err:
-            report_and_exit(err, 2)
-        mark_outputs(str(config.paths.outputs))  # the sweep writes there from now on
+#END

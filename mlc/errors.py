@@ -66,6 +66,28 @@ class DataError(MlcError):
     """Input data is missing or malformed."""
 
 
+class TrainingInterrupted(MlcError):
+    """Training stopped on SIGINT/SIGTERM after saving ``last.pt``; the message says how to resume."""
+
+
+class TrialPruned(MlcError):
+    """A sweep trial's pruner stopped it at an epoch boundary (its checkpoints are complete)."""
+
+
+# The exit codes of every mlc process (train, its elastic ranks, sweeps and their workers, the other commands):
+EXIT_OK = 0
+EXIT_FAILED = 1  # the work failed, or a sweep's studies did not reach n_trials
+EXIT_USAGE = 2  # bad input (config, override, file, command line), refused before any compute where possible
+EXIT_INTERRUPTED = 130  # stopped by a signal with its state saved: the same command continues it
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code for ``err`` when it ends a process (the table above)."""
+    if isinstance(err, (TrainingInterrupted, KeyboardInterrupt)):
+        return EXIT_INTERRUPTED
+    return EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILED
+
+
 def is_real(x: Any) -> bool:
     """A finite real number from a config (not a bool, NaN or ±inf): what numeric fields accept."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)

@@ -30,6 +30,10 @@ from pathlib import Path
 
 from mlc.errors import ConfigError
 
+MARKER = ".mlc-outputs"  # written by mlc.config.mark_outputs into every outputs folder; mlc.cli.clean cleans no other
+MARKER_TEXT = ("mlc writes its runs, sweeps, caches and stores into this folder; `make clean` removes only those, "
+               "and only from a folder holding this file.\n")
+
 log = logging.getLogger("mlc.stores")
 
 DATABASES = ("sqlite", "postgresql", "mysql")

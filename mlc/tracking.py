@@ -15,31 +15,22 @@ in-process sweep trials cannot leak state into each other.
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
-import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mlc.errors import ConfigError, MlcError, require
-from mlc.stores import check_database_url, opening
+from mlc.provenance import git_commit
+from mlc.stores import check_database_url, opening, os_error_reason
 
 log = logging.getLogger("mlc.tracking")
 
-PARENT_RUN_FILE = "mlflow_parent_run_id"
-# Set by `mlc sweep --workers N` for its workers: the parent run it owns (workers attach, never end it).
-SHARED_PARENT_ENV = "MLC_SWEEP_PARENT_RUN"
-LAUNCHER_PID_ENV = "MLC_SWEEP_LAUNCHER_PID"  # the `mlc sweep --workers` process that owns that parent run
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
-SWEEP_SUMMARY_GLOB = "sweep_summary*"
 URI_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "file")
 SERVER_PROBE_TIMEOUT_S = 5  # an MLflow server that does not answer /health in this time is unreachable
 
@@ -114,8 +105,6 @@ def _store_call(method: Any) -> Any:
         except MlcError:
             raise
         except Exception as err:
-            from mlc.stores import os_error_reason
-
             cause = next((e for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError)), None)
             text = os_error_reason(cause) if cause is not None else (str(err).strip().splitlines() or [""])[0][:300]
             raise TrackingError(f"MLflow store {self.settings.tracking_uri} failed in {method.__name__} "
@@ -231,166 +220,16 @@ def make_tracker(settings: TrackingSettings) -> MLflowTracker | NullTracker:
     return MLflowTracker(settings) if settings.enabled else NullTracker()
 
 
-class MultirunTracking(Callback):
-    """Hydra callback: a parent MLflow run around a multirun, whose id trials read from the sweep dir."""
-
-    def __init__(self) -> None:
-        self.tracker: MLflowTracker | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        settings = tracking_settings(config)
-        if not settings.enabled:
-            return
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if os.environ.get(SHARED_PARENT_ENV):  # a worker of `mlc sweep --workers N`: the launcher owns the parent
-            if parent_run_id(sweep_dir) != os.environ[SHARED_PARENT_ENV]:
-                from mlc.config import report_and_exit
-
-                report_and_exit(MlcError(f"{sweep_dir / PARENT_RUN_FILE} does not name the parent run "
-                                         f"{os.environ[SHARED_PARENT_ENV]} of this sweep's workers"), 2)
-            return
-        choices = OmegaConf.to_container(config.hydra.runtime.choices)
-        search = choices.get("hparams_search") or "multirun"
-        try:  # without its parent run a sweep would orphan its trials: stop before the first one
-            self.tracker = start_sweep_parent(settings, sweep_dir, f"{search}-{sweep_dir.name}",
-                                              list(config.hydra.overrides.task))
-        except MlcError as err:
-            from mlc.config import report_and_exit
-
-            report_and_exit(err, 2)
-        log.info("MLflow parent run %s (experiment %r)", self.tracker.run_id, settings.experiment)
-        atexit.register(self._end, "FAILED", "the multirun did not finish")
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.tracker is None:
-            self._end_orphaned_parent(config)
-            return
-        try:
-            self._attach_summary(Path(config.hydra.sweep.dir))
-        except Exception as err:  # the parent run still ends with the sweep's status below
-            log.warning("could not attach the sweep summary to MLflow parent run %s: %s", self.tracker.run_id,
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)
-        from mlc.sweeps import read_outcome
-
-        code, message = read_outcome(Path(config.hydra.sweep.dir)) or (0, "")  # (Hydra's own sweepers write none)
-        self._end({0: "FINISHED", 130: "KILLED"}.get(code, "FAILED"), message or None)
-
-    @staticmethod
-    def _end_orphaned_parent(config: DictConfig) -> None:
-        """A worker whose ``--workers`` process died (even by SIGKILL: Linux then sent the worker SIGTERM)
-        ends the parent run it shared, KILLED: nobody else is left to end it."""
-        launcher, run_id = os.environ.get(LAUNCHER_PID_ENV), os.environ.get(SHARED_PARENT_ENV)
-        if not launcher or not run_id or os.getppid() == int(launcher) or not tracking_settings(config).enabled:
-            return
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_settings(config).tracking_uri)
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "mlc.error", f"the `mlc sweep --workers` process (pid {launcher}) died")
-            client.set_terminated(run_id, status="KILLED")
-
-    def _attach_summary(self, sweep_dir: Path) -> None:
-        attach_sweep_summary(self.tracker, sweep_dir)
-
-    def _end(self, status: str, error: str | None = None) -> None:
-        if self.tracker is not None:
-            self.tracker.end(status, error)
-            self.tracker = None
-
-
-def start_sweep_parent(settings: TrackingSettings, sweep_dir: Path, run_name: str, overrides: list[str],
-                       **tags: str) -> MLflowTracker:
-    """The MLflow parent run of a multirun, its id written into the sweep directory for the trials."""
-    tracker = MLflowTracker(settings)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    run_id = tracker.start(run_name=run_name, tags={"mlc.kind": "sweep", "mlc.sweep_dir": str(sweep_dir.resolve()),
-                                                    "mlc.overrides": " ".join(overrides), **tags, **git_tags()})
-    (sweep_dir / PARENT_RUN_FILE).write_text(run_id)
-    return tracker
-
-
-def attach_sweep_summary(tracker: MLflowTracker, sweep_dir: Path) -> None:
-    for path in sorted(sweep_dir.glob(SWEEP_SUMMARY_GLOB)):
-        tracker.log_artifact(path)
-    summary = sweep_dir / "sweep_summary.json"
-    if summary.exists():  # the best parameters and value of each study, visible in the runs table
-        params, metrics = {}, {}
-        for study in json.loads(summary.read_text())["studies"]:
-            # MLflow keys allow letters, digits, _ - . space : / (no comma or =)
-            label = "/".join(p for p in ("best", study_label(study["fixed"])) if p)
-            params |= {f"{label}/{k}": v for k, v in study["best_params"].items()}
-            if study["best_value"] is not None:
-                metrics[f"{label}/value"] = study["best_value"]
-        tracker.log_params(params)
-        tracker.log_metrics(metrics)
-
-
-def study_label(fixed: dict) -> str:
-    """A study's grid point as an MLflow key part (keys allow letters, digits, _ - . space : /; no , or =)."""
-    return "/".join(f"{k}_{v}" for k, v in fixed.items())
-
-
-class ParentLog:
-    """What a sweeper logs on its multirun's parent run while trials finish: each trial's value and the
-    study's best so far (step = trial number), so the parent run's charts fill in during the sweep and
-    the experiment's chart view is not empty until one expands a parent."""
-
-    def __init__(self, config: DictConfig):
-        self.tracker: MLflowTracker | None = None
-        settings = tracking_settings(config)
-        run_id = parent_run_id(config.hydra.sweep.dir) if settings.enabled else None
-        if run_id:
-            try:
-                self.tracker = MLflowTracker(settings)
-                self.tracker.run_id = run_id
-            except MlcError as err:
-                log.warning("the parent run's trial chart stays empty: %s", err)
-                self.tracker = None
-
-    def trial(self, fixed: dict, number: int, value: float, best: float | None) -> None:
-        if self.tracker is None:
-            return
-        prefix = "/".join(p for p in ("trial", study_label(fixed)) if p)
-        metrics = {f"{prefix}/value": value} | ({f"{prefix}/best": best} if best is not None else {})
-        try:
-            self.tracker.log_metrics(metrics, step=number)
-        except MlcError as err:  # the dashboard's chart is a convenience: the sweep goes on
-            log.warning("could not log trial #%d on the parent run: %s", number, err)
-
-
 def tracking_settings(config: DictConfig) -> TrackingSettings:
     from hydra.utils import instantiate
 
     return instantiate(config.tracking)
 
 
-def parent_run_id(sweep_dir: str | Path) -> str | None:
-    path = Path(sweep_dir) / PARENT_RUN_FILE
-    return path.read_text().strip() if path.exists() else None
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay whole values."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out |= flatten(value, f"{name}.")
-        else:
-            out[name] = value
-    return out
-
-
 def git_tags() -> dict[str, str]:
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"mlflow.source.git.commit": sha, "mlc.git_dirty": str(bool(dirty)).lower()}
+    """The code's commit as MLflow tags (none when mlc does not run from a git checkout)."""
+    commit = git_commit()
+    return {} if commit is None else {"mlflow.source.git.commit": commit[0], "mlc.git_dirty": str(commit[1]).lower()}
 
 
 def quiet_mlflow_logs() -> None:

@@ -1,13 +1,5 @@
-"""``python -m mlc.train [overrides]``: train one model; ``-m`` runs a multirun or a sweep.
-
-Examples::
-
-    python -m mlc.train                                   # any_bce on the built-in digits data
-    python -m mlc.train loss=cb_focal dataset.negative_ratio=0.8 trainer.max_epochs=5
-    python -m mlc.train -m loss=bce,cb_bce,any_bce seed=0,1,2
-    python -m mlc.train -m hparams_search=lambda_vs_negative_ratio
-    torchrun --standalone --nproc_per_node=2 -m mlc.train trainer.batch_size=32
-    python -m mlc.train trainer.resume=outputs/runs/<date>/<time>/checkpoints/last.pt
+"""One training run, as build -> fit -> record: the Hydra job behind ``mlc train`` and every sweep trial
+(``mlc.cli.train`` is the command line; this module is what it runs).
 
 The task returns the best value of ``trainer.monitor`` so that Hydra sweepers can optimise it.
 """
@@ -22,8 +14,8 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -35,10 +27,14 @@ from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import standard_callbacks
 from mlc.engine.checkpoint import check_resumable
 from mlc.engine.distributed import DistContext
-from mlc.engine.trainer import TrainData, Trainer, TrainingInterrupted
-from mlc.errors import CheckpointError, ConfigError, MlcError, config_scope
-from mlc.pruning import TrialPruned, reporter_from_env
-from mlc.tracking import flatten, git_tags, make_tracker, parent_run_id
+from mlc.engine.elastic import rank_logging, run_on_local_ranks
+from mlc.engine.trainer import TrainData, Trainer
+from mlc.errors import CheckpointError, MlcError, TrainingInterrupted, TrialPruned, config_scope, exit_code
+from mlc.flat import flatten
+from mlc.sweep.parent import parent_run_id
+from mlc.sweep.pruning import reporter_for
+from mlc.sweep.trial import TrialSpec
+from mlc.tracking import git_tags, make_tracker
 
 log = logging.getLogger("mlc")
 
@@ -77,22 +73,22 @@ def context() -> RunContext:
     return _CONTEXT if _CONTEXT is not None else RunContext.from_hydra()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    multirun = context().multirun
+def run_task(cfg: DictConfig) -> float:
+    """One Hydra job (a run, or a trial of a multirun): its best value of ``trainer.monitor``. Outside a
+    multirun an ``MlcError`` ends the process with one line and its code from ````mlc.errors.exit_code````; in
+    a multirun it goes to the sweeper, which records the trial FAIL and goes on."""
     try:
         nproc = int(cfg.trainer.get("nproc") or 1)
         if nproc > 1 and "LOCAL_RANK" not in os.environ:  # (under torchrun the ranks already exist)
             return train_on_ranks(cfg, nproc)
         return train(cfg)
     except MlcError as err:
-        if multirun:
-            raise  # the sweeper records the trial as failed and goes on
-        code = 130 if isinstance(err, TrainingInterrupted) else 2 if isinstance(err, ConfigError) else 1
+        if context().multirun:
+            raise
         if getattr(err, "before_training", False) and discard_unused_run_dir(_output_dir()):
             print(f"error: {err}", file=sys.stderr, flush=True)  # (the run's log went with its folder)
-            sys.exit(code)
-        report_and_exit(err, code)
+            sys.exit(exit_code(err))
+        report_and_exit(err, exit_code(err))
 
 
 @contextlib.contextmanager
@@ -106,28 +102,53 @@ def _before_training():
 
 
 def train(cfg: DictConfig) -> float:
+    """Check the config, then build -> fit -> record; the best value of ``trainer.monitor``."""
     with _before_training():
         checked = check_config(cfg)  # everything cheap is validated before any data or compute
         dist = DistContext.from_env(checked.trainer.device)  # (refuses trainer.device=cuda without a GPU)
+        trial = _trial_of(checked)
     if not dist.is_main:
         logging.getLogger("mlc").setLevel(logging.WARNING)  # one voice: rank 0 reports progress
     try:
-        return _train(cfg, checked, dist)
+        with _before_training():
+            run = build(checked, dist, trial)
+        result = fit(run)
+        if dist.is_main:
+            record(run, result)
+        dist.barrier()
+        return float(result.best_value)
     finally:
         dist.close()
 
 
-def _train(cfg: DictConfig, checked, dist: DistContext) -> float:
-    with _before_training():
-        setup = _prepare(cfg, checked, dist)
-    return _fit(cfg, checked, dist, *setup)
+@dataclass
+class Run:
+    """One training run, built once from the checked config: what ``fit`` trains and ``record`` tracks.
+    Nothing after ``build`` reads the raw config: ``config`` is its resolved, validated form."""
+
+    config: dict  # the resolved config (logged as params and config/resolved.yaml)
+    settings: Any  # TrainerSettings
+    trainer: Trainer
+    tracker: Any  # MLflowTracker, or NullTracker off rank 0 and with tracking=none
+    stats: dict  # DatasetStats per split
+    loss_name: str
+    resume_state: dict | None
+    trial: TrialSpec | None  # the sweeper's message, in a sweep trial
 
 
-def _prepare(cfg: DictConfig, checked, dist: DistContext) -> tuple:
+def _trial_of(checked) -> TrialSpec | None:
+    trial = TrialSpec.from_env()
+    seed = int(checked.cfg.seed)
+    if trial is not None and trial.seeds and seed not in trial.seeds:
+        raise MlcError(f"seed={seed} is not one of this trial's seeds {list(trial.seeds)} (from the sweeper)")
+    return trial
+
+
+def build(checked, dist: DistContext, trial: TrialSpec | None) -> Run:
     """Everything up to the first step: a failure here leaves nothing worth keeping."""
-    settings = checked.trainer
-    seed_everything(int(cfg.seed) + dist.rank)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    settings, seed = checked.trainer, int(checked.cfg.seed)
+    seed_everything(seed + dist.rank)
+    resolved = OmegaConf.to_container(checked.cfg, resolve=True)
     resume_state = ckpt.load(settings.resume) if settings.resume else None
     if resume_state is not None:
         check_resumable(resume_state, resolved)
@@ -146,36 +167,35 @@ def _prepare(cfg: DictConfig, checked, dist: DistContext) -> tuple:
     if dist.is_main:
         dist.barrier()
     stats = {split: ds.stats() for split, ds in datasets.items()}
-    train_stats = stats["train"]
 
     model = checked.build_model()
-    loss_fn = checked.build_loss(train_stats)
+    loss_fn = checked.build_loss(stats["train"])
     with config_scope("sampler"):
-        epoch_order = checked.make_order(targets=datasets["train"].targets, seed=int(cfg.seed))
+        epoch_order = checked.make_order(targets=datasets["train"].targets, seed=seed)
     loss_name = _choice("loss") or type(loss_fn).__name__
     data = TrainData(datasets, epoch_order, class_weights=getattr(source, "class_weights", None))
     optimizer = checked.build_optimizer(model, loss_fn)
     scheduler = checked.build_scheduler(optimizer, data.epoch_length(), dist.world_size)
     callbacks = standard_callbacks(settings, tracker, config=resolved)
-    pruning = reporter_from_env(settings.monitor, dist.is_main)
-    trainer = Trainer(settings, model, loss_fn, optimizer, scheduler, data, run_dir, dist=dist, seed=int(cfg.seed),
+    pruning = reporter_for(trial, settings.monitor, dist.is_main)
+    trainer = Trainer(settings, model, loss_fn, optimizer, scheduler, data, run_dir, dist=dist, seed=seed,
                       callbacks=[*callbacks, *([pruning] if pruning is not None else [])], loss_name=loss_name)
     if resume_state is not None:
         trainer.restore(resume_state)
-    return trainer, tracker, resolved, stats, resume_state, loss_name
+    return Run(resolved, settings, trainer, tracker, stats, loss_name, resume_state, trial)
 
 
-def _fit(cfg: DictConfig, checked, dist: DistContext, trainer: Trainer, tracker, resolved, stats, resume_state,
-         loss_name) -> float:
-    settings, train_stats = checked.trainer, stats["train"]
-    if dist.is_main:
-        _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_name)
+def fit(run: Run):
+    """Train (rank 0 opens the MLflow run first); a failure ends the MLflow run with its status."""
+    trainer, tracker, stats = run.trainer, run.tracker, run.stats
+    if trainer.dist.is_main:
+        _start_tracking(run)
     log.info("%s | %s | %s | train %d (%.0f%% negative) val %d test %d | %d process(es) on %s | run dir %s",
-             loss_name, cfg.backbone.name, _choice("dataset") or "dataset", train_stats.num_samples,
-             100 * train_stats.negative_ratio, stats["val"].num_samples, stats["test"].num_samples,
-             dist.world_size, dist.device, trainer.run_dir)
+             run.loss_name, run.config["backbone"]["name"], _choice("dataset") or "dataset",
+             stats["train"].num_samples, 100 * stats["train"].negative_ratio, stats["val"].num_samples,
+             stats["test"].num_samples, trainer.dist.world_size, trainer.dist.device, trainer.run_dir)
     try:
-        result = trainer.fit()
+        return trainer.fit()
     except TrialPruned as err:  # the sweeper records the trial PRUNED; the run's checkpoints are complete
         with contextlib.suppress(MlcError):
             tracker.set_tags({"mlc.pruned": "true"})
@@ -190,24 +210,23 @@ def _fit(cfg: DictConfig, checked, dist: DistContext, trainer: Trainer, tracker,
         with contextlib.suppress(MlcError):
             tracker.end("FAILED", f"{type(err).__name__}: {err}"[:5000])
         raise
-    if dist.is_main:
-        _finish_tracking(tracker, trainer, result, settings)
-    dist.barrier()
-    return float(result.best_value)
 
 
-def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_name) -> None:
-    run = context()
+def _start_tracking(run: Run) -> None:
+    where, trainer, tracker, resolved = context(), run.trainer, run.tracker, run.config
+    tags = {**run_tags(resolved, run.loss_name, run.stats["train"]), "mlc.run_dir": str(trainer.run_dir.resolve()),
+            "mlc.overrides": " ".join(where.overrides), "mlc.world_size": str(trainer.dist.world_size),
+            **git_tags()}
     parent = None
-    tags = {**run_tags(cfg, loss_name, stats["train"]), "mlc.run_dir": str(trainer.run_dir.resolve()),
-            "mlc.overrides": " ".join(run.overrides), "mlc.world_size": str(trainer.dist.world_size), **git_tags()}
-    if run.multirun:
-        parent = parent_run_id(run.sweep_dir)
-        tags |= {"mlc.sweep_dir": str(Path(run.sweep_dir).resolve()), "mlc.job_num": str(run.job_num)}
-    run_name = cfg.tracking.get("run_name") or _default_run_name(cfg, loss_name, run)
+    if where.multirun:
+        # mlc's sweeper names the parent run in its message; Hydra's own sweepers leave it in the sweep folder
+        parent = run.trial.parent_run_id if run.trial is not None else parent_run_id(where.sweep_dir)
+        tags |= {"mlc.sweep_dir": str(Path(where.sweep_dir).resolve()), "mlc.job_num": str(where.job_num)}
+    run_name = resolved["tracking"].get("run_name") or _default_run_name(resolved, run.loss_name, where)
     tracker.start(run_name=run_name, tags=tags, parent_run_id=parent,
-                  resume_run_id=resume_state.get("mlflow_run_id") if resume_state else None)
-    if resume_state is None:
+                  resume_run_id=run.resume_state.get("mlflow_run_id") if run.resume_state else None)
+    if run.resume_state is None:
+        stats = run.stats
         params = flatten({k: v for k, v in resolved.items() if k != "hydra"})
         for split, st in stats.items():  # every statistic of every split (sizes, ratios, counts, skipped, ...)
             params |= {f"data.{split}.{k}": round(v, 6) if isinstance(v, float) else v
@@ -221,7 +240,9 @@ def _start_tracking(tracker, cfg, resolved, stats, trainer, resume_state, loss_n
             tracker.log_artifact(path, "config")
 
 
-def _finish_tracking(tracker, trainer: Trainer, result, settings) -> None:
+def record(run: Run, result) -> None:
+    """The run's results beside it (result.json, curves.png) and in MLflow; the MLflow run ends FINISHED."""
+    trainer, tracker, settings = run.trainer, run.tracker, run.settings
     summary = {"best_value": result.best_value, "best_epoch": result.best_epoch, "monitor": settings.monitor,
                "test": result.test_metrics, "history": result.history}
     (trainer.run_dir / "result.json").write_text(json.dumps(summary, indent=2))
@@ -245,18 +266,19 @@ def _finish_tracking(tracker, trainer: Trainer, result, settings) -> None:
              trainer.run_dir)
 
 
-def run_tags(cfg: DictConfig, loss_name: str, train_stats) -> dict[str, str]:
+def run_tags(config: dict, loss_name: str, train_stats) -> dict[str, str]:
     """What a run is, as MLflow tags: the dashboard's group-by and compare views and ``mlc report``
     read these instead of digging through the flattened params."""
-    ratio = cfg.dataset.get("negative_ratio")
+    ratio = config["dataset"].get("negative_ratio")
     # the backbone's config choice (cnn_small, cnn_wide, resnet18: what users type and group by; two choices
     # may build the same timm model at other widths), its timm name without one; the name is a param anyway
-    tags = {"mlc.kind": "run", "mlc.loss": loss_name, "mlc.backbone": _choice("backbone") or str(cfg.backbone.name),
-            "mlc.dataset": _choice("dataset") or str(cfg.dataset.get("_target_", "dataset")).rsplit(".", 1)[-1],
+    dataset, backbone = config["dataset"], config["backbone"]
+    tags = {"mlc.kind": "run", "mlc.loss": loss_name, "mlc.backbone": _choice("backbone") or str(backbone["name"]),
+            "mlc.dataset": _choice("dataset") or str(dataset.get("_target_", "dataset")).rsplit(".", 1)[-1],
             "mlc.negative_ratio": f"{float(ratio) if ratio is not None else train_stats.negative_ratio:.4g}",
-            "mlc.seed": str(cfg.seed), "mlc.monitor": str(cfg.trainer.monitor)}
-    if cfg.loss.get("lam") is not None:
-        tags["mlc.lam"] = f"{float(cfg.loss.lam):.6g}"
+            "mlc.seed": str(config["seed"]), "mlc.monitor": str(config["trainer"]["monitor"])}
+    if config["loss"].get("lam") is not None:
+        tags["mlc.lam"] = f"{float(config['loss']['lam']):.6g}"
     return tags
 
 
@@ -289,8 +311,6 @@ def train_on_ranks(cfg: DictConfig, nproc: int) -> float:
     started by torch's elastic launcher (gloo on CPU, NCCL on CUDA). Rank 0 keeps this job's folder and
     its one MLflow run; its best value is returned to the sweeper. The config is checked here first, so a
     mistake is one line before any rank starts; a rank's error comes back as that error."""
-    from mlc.engine.elastic import run_on_local_ranks
-
     with _before_training():
         check_config(cfg)
     log.info("starting %d ranks (trainer.nproc=%d) through torch's elastic launcher", nproc, nproc)
@@ -302,8 +322,6 @@ def _rank_main(config: dict, run: RunContext) -> float:
     """One rank of a ``trainer.nproc`` run (a process the elastic launcher spawned)."""
     global _CONTEXT
     _CONTEXT = run
-    from mlc.engine.elastic import rank_logging
-
     rank_logging(Path(run.output_dir) / f"{run.job_name}.log", int(os.environ.get("RANK", "0")))
     cfg = OmegaConf.create(config)
     return train(cfg)
@@ -345,12 +363,12 @@ def _choice(group: str) -> str | None:
     return context().choices.get(group)
 
 
-def _default_run_name(cfg: DictConfig, loss_name: str, run: RunContext) -> str:
+def _default_run_name(config: dict, loss_name: str, run: RunContext) -> str:
     if run.multirun:
         swept = [_short_override(o) for o in run.overrides
                  if not o.split("=")[0].lstrip("+~").startswith(("experiment", "hparams_search", "hydra"))]
         return f"#{run.job_num} {loss_name} " + " ".join(swept)
-    return f"{loss_name}-{cfg.backbone.name}-{_choice('dataset') or 'data'}"
+    return f"{loss_name}-{config['backbone']['name']}-{_choice('dataset') or 'data'}"
 
 
 def _short_override(override: str) -> str:
@@ -367,24 +385,3 @@ def _disabled(settings):
     from dataclasses import replace
 
     return replace(settings, enabled=False)
-
-
-if __name__ == "__main__":
-    from mlc.config import check_before_hydra
-
-    logging.raiseExceptions = False  # a full disk under the log file must not print logging's own traceback
-
-    # Typos, the outputs folder and the run directory are checked before Hydra writes anything.
-    error, code, extra = check_before_hydra(sys.argv[1:])
-    if error:
-        print(error, file=sys.stderr)
-        sys.exit(code)
-    # Under torchrun, only rank 0 owns the run directory: the other ranks log to the console only
-    # and write nothing beside it (the trainer receives rank 0's directory by broadcast).
-    if int(os.environ.get("RANK", "0")) > 0:
-        if not any(a.startswith("hydra.run.dir") for a in sys.argv):
-            sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout",
-                         f"hydra.run.dir={os.environ.get('TMPDIR', '/tmp')}/mlc-rank{os.environ['RANK']}"]
-    else:
-        sys.argv += extra
-    main()  # a sweep exits with its studies' outcome (mlc.sweeps.ExitWithOutcome)

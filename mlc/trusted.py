@@ -1,6 +1,6 @@
 """Which stored configs may be rebuilt: the guard between a checkpoint file and ``hydra.utils.instantiate``.
 
-A checkpoint carries the resolved config of its run, and ``mlc.evaluate`` rebuilds data, model and
+A checkpoint carries the resolved config of its run, and ``mlc.cli.evaluate`` rebuilds data, model and
 loss from it with Hydra. ``torch.load(weights_only=True)`` only makes *unpickling* safe: the config it
 returns is plain data, but Hydra turns any ``_target_`` in it into an import and a call, so a crafted
 file naming ``os.system`` (or ``mlc.tracking.subprocess.run``, found by attribute lookup) would run it.

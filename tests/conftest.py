@@ -31,7 +31,7 @@ def cli_env(outputs: Path, **extra: str) -> dict[str, str]:
     return os.environ | {"MLC_OUTPUTS": str(outputs), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"} | extra
 
 
-def run_cli(args: list[str], outputs: Path, cache: Path | None, timeout: int = 300, module: str = "mlc.train",
+def run_cli(args: list[str], outputs: Path, cache: Path | None, timeout: int = 300, module: str = "mlc.cli.train",
             **env: str) -> subprocess.CompletedProcess:
     """``python -m <module> <args> [paths.cache=<cache>]`` with MLC_OUTPUTS=<outputs>; output captured."""
     cmd = [sys.executable, "-m", module, *args, *([f"paths.cache={cache}"] if cache else [])]
@@ -49,7 +49,7 @@ def mlflow_runs(outputs: Path, experiment: str = "mlc") -> list:
 
 
 def compose(overrides: list[str] | None = None):
-    """The task config as `python -m mlc.train <overrides>` would see it (in-process, no run)."""
+    """The task config as `python -m mlc.cli.train <overrides>` would see it (in-process, no run)."""
     from mlc.config import compose_config
 
     return compose_config(overrides)

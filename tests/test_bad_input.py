@@ -36,7 +36,7 @@ class Case:
     args: list[str]
     expected: str  # the start of the one stderr line
     code: int = 2
-    module: str = "mlc.train"
+    module: str = "mlc.cli.train"
     sandbox: str | None = None  # "read-only" | "full": the outputs folder is on such a file system
     absent: list[str] = field(default_factory=list)  # paths (under {files}/{outputs}) that must not appear
 
@@ -90,23 +90,23 @@ CASES = {
                                "error: cannot resume {run}/checkpoints/last.pt: loss.lam: 0.02 in the checkpoint, "
                                "0.1 now", code=1),
     "evaluate-crafted": Case(["{files}/crafted.pt"], "error: checkpoint {files}/crafted.pt: refusing to build",
-                             module="mlc.evaluate", absent=["{files}/pwned"]),
+                             module="mlc.cli.evaluate", absent=["{files}/pwned"]),
     "evaluate-empty": Case(["{files}/empty.pt"], "error: checkpoint {files}/empty.pt: not a readable checkpoint",
-                           module="mlc.evaluate"),
+                           module="mlc.cli.evaluate"),
     "infer-crafted": Case(["{files}/crafted.pt", "-o", "{files}/s.csv"],
-                          "error: checkpoint {files}/crafted.pt: refusing to build", module="mlc.infer",
+                          "error: checkpoint {files}/crafted.pt: refusing to build", module="mlc.cli.infer",
                           absent=["{files}/pwned", "{files}/s.csv"]),
     "infer-not-a-run": Case(["{files}/nothing", "-o", "{files}/s.csv"],
                             "error: RUN='{files}/nothing': not a checkpoint file, a run directory or an MLflow run id",
-                            module="mlc.infer", absent=["{files}/s.csv"]),
+                            module="mlc.cli.infer", absent=["{files}/s.csv"]),
     "infer-not-a-dataset-option": Case(["{run}", "trainer.threshold=0.3", "-o", "{files}/s.csv"],
                                        "error: trainer.threshold='0.3': only dataset options can change for inference",
-                                       module="mlc.infer", absent=["{files}/s.csv"]),
+                                       module="mlc.cli.infer", absent=["{files}/s.csv"]),
     "infer-unknown-dataset-field": Case(["{run}", "dataset.colour=1", "-o", "{files}/s.csv"],
                                         "error: dataset.colour='1': no such field in the run's dataset config",
-                                        module="mlc.infer", absent=["{files}/s.csv"]),
+                                        module="mlc.cli.infer", absent=["{files}/s.csv"]),
     "evaluate-ragged-scores": Case(["{files}/ragged.csv"], "error: {files}/ragged.csv: not a readable CSV scores file",
-                                   module="mlc.evaluate"),
+                                   module="mlc.cli.evaluate"),
     # run directories
     "run-dir-taken": Case(["hydra.run.dir={run}"], "error: hydra.run.dir='{run}': refusing to overwrite another run "
                                                    "there (it holds .hydra/, checkpoints/"),
@@ -138,9 +138,9 @@ CASES = {
     "sweep-n-trials": Case([*SWEEP, "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0: must be an integer"),
     "sweeps-cli-typo-path": Case(["sqlite:///{outputs}/optuan.db"],
                                  "error: storage='sqlite:///{outputs}/optuan.db': no such database file",
-                                 module="mlc.sweeps", absent=["{outputs}/optuan.db"]),
+                                 module="mlc.cli.studies", absent=["{outputs}/optuan.db"]),
     "sweeps-cli-not-a-url": Case(["outputs/optuna.db"], "error: storage='outputs/optuna.db': not a database URL",
-                                 module="mlc.sweeps"),
+                                 module="mlc.cli.studies"),
     # the outputs folder itself
     "outputs-read-only": Case(["trainer.max_epochs=1"], "error: paths.outputs='{outputs}': cannot write there: "
                                                         "read-only file system (EROFS)", sandbox="read-only"),
@@ -248,7 +248,7 @@ def test_bad_input_gets_one_line_and_leaves_earlier_work_intact(name, earlier, d
                     "system can be made without root")
     places = {k: str(v) for k, v in earlier.items()} | {"port": str(closed_port())}
     cmd = [sys.executable, "-m", case.module, *(a.format(**places) for a in case.args),
-           *([f"paths.cache={data_cache}"] if case.module == "mlc.train" else [])]
+           *([f"paths.cache={data_cache}"] if case.module == "mlc.cli.train" else [])]
     code, stderr, unchanged = run_case(cmd, case.sandbox, earlier["outputs"], tmp_path)
     lines = stderr.strip().splitlines()
     assert code == case.code, stderr[-3000:]
@@ -277,7 +277,7 @@ def test_a_disk_that_fills_during_training_keeps_the_last_good_checkpoint(tmp_pa
         pytest.skip("user and mount namespaces are not available here")
     outputs = tmp_path / "outputs"
     outputs.mkdir()
-    run = subprocess.list2cmdline([sys.executable, "-m", "mlc.train", "trainer.max_epochs=3", *SMALL,
+    run = subprocess.list2cmdline([sys.executable, "-m", "mlc.cli.train", "trainer.max_epochs=3", *SMALL,
                                    f"paths.cache={data_cache}"])
     check = subprocess.list2cmdline([sys.executable, "-c", "import glob, sys; from mlc.engine import checkpoint; "
                                      "s = checkpoint.load(glob.glob(sys.argv[1] + '/runs/*/*/checkpoints/last.pt')[0]);"

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from mlc.bench.common import median_ratio
-from mlc.bench.losses import BATCH, batch, bce_sum, count_calls, fwd_bwd
+from benchmarks.common import median_ratio
+from benchmarks.losses import BATCH, batch, bce_sum, count_calls, fwd_bwd
 from mlc.losses import AnyClassPresenceLoss
 
 
@@ -39,7 +39,7 @@ def test_metrics_bench_runs_each_implementation_on_saved_inputs(tmp_path):
 
     import numpy as np
 
-    from mlc.bench.metrics import IMPLEMENTATIONS, data, per_class_sort
+    from benchmarks.metrics import IMPLEMENTATIONS, data, per_class_sort
     from tests.conftest import ROOT
 
     scores, targets = data(400, 60, 0.05)
@@ -51,7 +51,7 @@ def test_metrics_bench_runs_each_implementation_on_saved_inputs(tmp_path):
     np.testing.assert_allclose(per_class_sort(scores, targets), want, atol=1e-12)  # the old kernel, as measured
     for name in IMPLEMENTATIONS:
         out = tmp_path / f"{name}.npy"
-        done = subprocess.run([sys.executable, "-m", "mlc.bench.metrics", name, str(tmp_path / "inputs.npz"),
+        done = subprocess.run([sys.executable, "-m", "benchmarks.metrics", name, str(tmp_path / "inputs.npz"),
                                str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         got = np.load(out)
@@ -64,7 +64,7 @@ def test_sweeps_bench_reads_trial_folders_and_computes_the_overhead(tmp_path):
     import os
     from datetime import datetime
 
-    from mlc.bench.sweeps import Sweep, read_trials, render
+    from benchmarks.sweeps import Sweep, read_trials, render
 
     t0 = datetime(2026, 12, 1, 12, 0, 0).timestamp()
 

@@ -1,4 +1,4 @@
-"""`make clean` (mlc.clean): removes only what mlc wrote, and refuses folders that can only be a mistake.
+"""`make clean` (mlc.cli.clean): removes only what mlc wrote, and refuses folders that can only be a mistake.
 
 Refusal cases run with CLEAN_FLAGS=--dry-run, so that even a broken safety check would delete nothing.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc.clean import MARKER, MLC_ENTRIES, main
+from mlc.cli.clean import MARKER, MLC_ENTRIES, main
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")

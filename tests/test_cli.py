@@ -20,8 +20,8 @@ def test_help_lists_every_command_with_one_line_and_each_module_exists(capsys):
     for name, (module, _, line) in COMMANDS.items():
         assert f"  {name} " in text and line in text
         assert importlib.util.find_spec(module) is not None, module
-    assert set(COMMANDS) == {"train", "sweep", "infer", "evaluate", "report", "plot", "data", "sweeps", "ui",
-                             "reproduce", "gpu-check"}
+    assert set(COMMANDS) == {"train", "sweep", "infer", "evaluate", "report", "plot", "data", "studies", "ui",
+                             "reproduce", "clean"}
 
 
 def test_an_unknown_command_is_one_line_with_a_suggestion(capsys):

@@ -1,4 +1,4 @@
-"""``python -m mlc.data``: per-split statistics of any dataset option as a table or as JSON."""
+"""``python -m mlc.cli.data``: per-split statistics of any dataset option as a table or as JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlc.data.__main__ import main
+from mlc.cli.data import main
 from tests.conftest import run_cli
 from tests.test_data_fixtures import write_csv, write_image
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from mlc.cli.data import main as data_main
 from mlc.config import build
 from mlc.data import DigitScenes
-from mlc.data.__main__ import main as data_main
 from mlc.data.controls import Controls, pareto_profile, single_positive
 from mlc.errors import ConfigError
 from tests.conftest import SMALL, compose, run_cli

@@ -89,6 +89,6 @@ def write_coco_set(root: Path, set_name: str, images: list[list[str]], categorie
 
 
 def train_on(option: str, root: Path, outputs: Path, cache: Path, *extra: str):
-    """``python -m mlc.train dataset=<option> dataset.root=<root>`` for one small epoch."""
+    """``python -m mlc.cli.train dataset=<option> dataset.root=<root>`` for one small epoch."""
     return run_cli([f"dataset={option}", f"dataset.root={root}", *E2E, *extra], outputs, cache, timeout=240)
 

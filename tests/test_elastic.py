@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from mlc.evaluate import evaluate_checkpoint
+from mlc.cli.evaluate import evaluate_checkpoint
 from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def test_a_sweep_trial_with_two_ranks_returns_rank_zeros_metric_under_one_run(ou
 
 
 def test_ctrl_c_stops_every_rank_after_saving_and_a_ranks_error_is_one_line(outputs, data_cache):
-    cmd = [sys.executable, "-m", "mlc.train", "trainer.nproc=2", "trainer.max_epochs=200", *SMALL,
+    cmd = [sys.executable, "-m", "mlc.cli.train", "trainer.nproc=2", "trainer.max_epochs=200", *SMALL,
            f"paths.cache={data_cache}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # its own process group, as in a terminal

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from mlc.gpu_check import Profile, main, run
+from benchmarks.gpu_check import Profile, main, run
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: the check would run")
 def test_without_a_gpu_it_skips_in_one_line_and_exits_0():
-    result = subprocess.run([sys.executable, "-m", "mlc.gpu_check"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("gpu-check: skipped: no CUDA GPU visible (torch.cuda.is_available() is False); "
                                      "nothing was run")
@@ -32,7 +32,7 @@ def test_the_checks_run_on_cpu_in_tiny_form(tmp_path):
 
 
 def test_a_failing_check_fails_the_command(monkeypatch, capsys):
-    import mlc.gpu_check as gpu_check
+    import benchmarks.gpu_check as gpu_check
 
     def broken(profile):
         raise RuntimeError("NCCL error: unhandled system error")

@@ -77,12 +77,12 @@ def test_submitit_local_runs_a_ddp_trial_in_its_own_job(outputs, data_cache):
 
 
 def _errors() -> list[Exception]:
+    from mlc.cli.infer import RunNotFound
     from mlc.engine.trainer import TrainingInterrupted
     from mlc.errors import CheckpointError, ConfigError, DataError, MlcError, NonFiniteLossError
-    from mlc.infer import RunNotFound
-    from mlc.pruning import TrialPruned
     from mlc.report.runs import ReportError
     from mlc.scores import ScoresError
+    from mlc.sweep.pruning import TrialPruned
     from mlc.tracking import TrackingError
 
     return [ConfigError("loss.lam", -0.1, "must be > 0"), MlcError("m"), NonFiniteLossError("m"),
@@ -93,7 +93,7 @@ def _errors() -> list[Exception]:
 @pytest.mark.parametrize("err", _errors(), ids=lambda e: type(e).__name__)
 def test_mlc_errors_survive_the_launchers_pickling(err):
     """joblib and submitit pickle a failed trial's exception back to the sweeper, which records its message."""
-    err.before_training = True  # (what mlc.train marks a refusal before training with)
+    err.before_training = True  # (what mlc.cli.train marks a refusal before training with)
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is type(err) and str(back) == str(err) and back.before_training is True
     if hasattr(err, "key"):

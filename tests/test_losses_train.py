@@ -1,4 +1,4 @@
-"""Every loss option trains end to end: `python -m mlc.train -m loss=<every option>` for one short epoch."""
+"""Every loss option trains end to end: `python -m mlc.cli.train -m loss=<every option>` for one short epoch."""
 
 from __future__ import annotations
 

@@ -26,13 +26,13 @@ SWEEP = ["hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.sampler.n_sta
 def test_two_workers_started_together_fill_one_postgres_study(postgres_db, outputs, data_cache):
     """On an empty database: the workers build Optuna's tables under mlc's advisory lock (without it,
     two create_all at once collide on pg_type_typname_nsp_index)."""
-    from mlc.studies import ATTR_SURPLUS
+    from mlc.sweep.study import ATTR_SURPLUS
 
     args = ["-m", *SWEEP, "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={postgres_db}",
             f"paths.cache={data_cache}"]
     # Two processes at the same instant, sharing one outputs folder (its SQLite MLflow store) as two machines
     # would share an MLflow server.
-    workers = [subprocess.Popen([sys.executable, "-m", "mlc.train", *args], cwd=ROOT, env=cli_env(outputs),
+    workers = [subprocess.Popen([sys.executable, "-m", "mlc.cli.train", *args], cwd=ROOT, env=cli_env(outputs),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [w.communicate(timeout=300) for w in workers]
     for worker, (_, stderr) in zip(workers, results, strict=True):
@@ -47,14 +47,14 @@ def test_two_workers_started_together_fill_one_postgres_study(postgres_db, outpu
     assert sum(r.data.tags.get("mlc.kind") == "sweep" for r in runs) == 2 and len(runs) == 2 + len(done)
     assert all(r.info.status == "FINISHED" for r in runs)
     # The storage alone tells how the study stands, from any machine.
-    listed = run_cli([postgres_db], outputs, None, module="mlc.sweeps")
+    listed = run_cli([postgres_db], outputs, None, module="mlc.cli.studies")
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert f"{summary.study_name}: ok, best " in listed.stdout and f"({len(done)} complete, 0 pruned, 0 failed, " \
         "0 interrupted, 0 running of which 0 stale, 0 queued)" in listed.stdout, listed.stdout
 
 
 def test_two_storages_opened_at_once_on_an_empty_database(postgres_url):
-    from mlc.studies import open_storage
+    from mlc.sweep.study import open_storage
 
     errors = []
 
@@ -77,7 +77,7 @@ def test_two_storages_opened_at_once_on_an_empty_database(postgres_url):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
 def test_heartbeats_on_postgres_find_a_dead_trial(postgres_db):
-    from mlc.studies import heartbeat, open_storage, reclaim, stale_trial_numbers
+    from mlc.sweep.study import heartbeat, open_storage, reclaim, stale_trial_numbers
 
     storage = open_storage(postgres_db, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="beats", storage=storage, direction="maximize")
@@ -95,12 +95,12 @@ def test_heartbeats_on_postgres_find_a_dead_trial(postgres_db):
     assert stale_trial_numbers(study) == []
 
 
-@pytest.mark.parametrize("module", ["mlc.train", "mlc.sweeps"])
+@pytest.mark.parametrize("module", ["mlc.cli.train", "mlc.cli.studies"])
 def test_a_postgres_url_where_no_server_listens_is_one_line_before_any_trial(module, outputs, data_cache):
     url = f"postgresql://mlc@127.0.0.1:{free_port()}/mlc"  # closed again: nothing listens there
-    key = "hydra.sweeper.storage" if module == "mlc.train" else "storage"
-    args = ["-m", *SWEEP, "hydra.sweeper.n_trials=1", f"{key}={url}"] if module == "mlc.train" else [url]
-    result = run_cli(args, outputs, data_cache if module == "mlc.train" else None, module=module)
+    key = "hydra.sweeper.storage" if module == "mlc.cli.train" else "storage"
+    args = ["-m", *SWEEP, "hydra.sweeper.n_trials=1", f"{key}={url}"] if module == "mlc.cli.train" else [url]
+    result = run_cli(args, outputs, data_cache if module == "mlc.cli.train" else None, module=module)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert lines[0].startswith(f"error: {key}='{url}': cannot open the Optuna storage (OperationalError: "), lines[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlc.errors import ConfigError
-from mlc.pruning import PRUNERS, build_pruner
+from mlc.sweep.pruning import PRUNERS, build_pruner
 from tests.conftest import compose
 
 

@@ -26,7 +26,7 @@ def one_line(result) -> str:
 
 def test_two_runs_started_at_once_on_one_folder_one_owns_it(outputs, data_cache, tmp_path):
     run = tmp_path / "run"
-    procs = {epochs: subprocess.Popen([sys.executable, "-m", "mlc.train", f"trainer.max_epochs={epochs}", *TINY,
+    procs = {epochs: subprocess.Popen([sys.executable, "-m", "mlc.cli.train", f"trainer.max_epochs={epochs}", *TINY,
                                        f"hydra.run.dir={run}", f"paths.cache={data_cache}"], cwd=ROOT,
                                       env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for epochs in (1, 2)}

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlc.config import compose_config
-from mlc.reproduce import (
+from mlc.cli.reproduce import (
     READING_END,
     READING_START,
     Plan,
@@ -30,6 +29,7 @@ from mlc.reproduce import (
     run,
     tiny_overrides,
 )
+from mlc.config import compose_config
 from mlc.sweep.plan import plan_sweep
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
@@ -85,7 +85,7 @@ def test_presets_are_frozen_records():
 
 
 def test_a_grid_over_a_config_group_refuses_an_unknown_option_before_any_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlc.train", "-m", "experiment=f1_surrogates_table",
+    result = subprocess.run([sys.executable, "-m", "mlc.cli.train", "-m", "experiment=f1_surrogates_table",
                              "hydra.sweeper.study_grid.loss=[bce,hinge]"], capture_output=True, text=True,
                             env={**os.environ, "MLC_OUTPUTS": str(tmp_path)}, timeout=120)
     assert result.returncode != 0
@@ -157,7 +157,7 @@ def test_a_sweep_folder_is_quoted_for_hydra_only_where_it_must_be():
 def test_the_sweep_folder_is_where_the_studies_trials_already_ran(tmp_path):
     import optuna
 
-    from mlc.reproduce import sweep_folder
+    from mlc.cli.reproduce import sweep_folder
 
     default = sweep_folder(tmp_path, "f1_surrogates_table", [])
     assert default.parent == tmp_path / "reproduce" and default.name.startswith("f1_surrogates_table@")

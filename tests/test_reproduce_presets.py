@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from mlc.reproduce import presets, run
+from mlc.cli.reproduce import presets, run
 from tests.conftest import mlflow_runs
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mlc.reproduce import READING_END, READING_START, run
+from mlc.cli.reproduce import READING_END, READING_START, run
 from tests.test_reproduce_presets import check_tiny_preset, groups_in
 
 pytestmark = pytest.mark.slow

@@ -109,7 +109,7 @@ def test_optuna_storage_urls_journal_and_memory(tmp_path):
 
     from mlc.errors import ConfigError
     from mlc.stores import check_storage_url
-    from mlc.studies import open_storage
+    from mlc.sweep.study import open_storage
 
     url = f"journal:///{tmp_path}/j/optuna.log"
     assert check_storage_url(url, "k") == url

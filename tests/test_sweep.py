@@ -53,7 +53,7 @@ def test_three_trial_sweep_completes_and_is_summarised(outputs, data_cache):
     assert max(best, key=lambda m: m.step).value == study.best_value
     assert all(r.data.params["dataset.negative_ratio"] == "0.5" for r in children)
     # The storage alone rebuilds the answer, with every trial on request.
-    listed = run_cli([storage, "--trials"], outputs, None, module="mlc.sweeps")
+    listed = run_cli([storage, "--trials"], outputs, None, module="mlc.cli.studies")
     assert listed.returncode == 0 and "t[dataset.negative_ratio=0.5]: ok, best" in listed.stdout, listed.stderr
     assert f"| 0 | COMPLETE | {trials[0].params['loss.lam']:.4g} | {trials[0].value:.4g} |" in listed.stdout
 
@@ -84,7 +84,7 @@ def _study(outputs, point: str = "dataset.negative_ratio=0.5") -> optuna.Study:
 
 
 def _start(args: list[str], outputs, data_cache) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mlc.train", "-m", *args, f"paths.cache={data_cache}"], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "mlc.cli.train", "-m", *args, f"paths.cache={data_cache}"], cwd=ROOT,
                             env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -153,12 +153,12 @@ def test_a_killed_sweep_leaves_no_trial_running(outputs, data_cache):
     os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: what a lost machine looks like
     proc.wait(timeout=30)
     storage = f"sqlite:///{outputs}/optuna.db"
-    summary = run_cli([storage], outputs, None, module="mlc.sweeps")
+    summary = run_cli([storage], outputs, None, module="mlc.cli.studies")
     assert "1 running of which 0 stale" in summary.stdout  # alive as far as anyone can tell, for 3 s
     time.sleep(4)
-    summary = run_cli([storage], outputs, None, module="mlc.sweeps")
+    summary = run_cli([storage], outputs, None, module="mlc.cli.studies")
     assert "1 running of which 1 stale" in summary.stdout and "1 (1 stale)" in summary.stdout
-    closed = run_cli([storage, "--fail-stale"], outputs, None, module="mlc.sweeps")
+    closed = run_cli([storage, "--fail-stale"], outputs, None, module="mlc.cli.studies")
     assert closed.returncode == 0 and "1 stale trial(s) marked FAIL" in closed.stdout, closed.stderr
     (trial, queued) = _study(outputs).get_trials()
     assert trial.state == optuna.trial.TrialState.FAIL and queued.state == optuna.trial.TrialState.WAITING

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper
 from mlc.config import check_command_line, compose_config
 from mlc.errors import ConfigError
-from mlc.studies import fingerprint
 from mlc.sweep.plan import plan_sweep
+from mlc.sweep.study import fingerprint
 from tests.conftest import ROOT
 
 PRESET = ["hparams_search=lambda_vs_negative_ratio"]
@@ -83,7 +83,7 @@ def test_a_study_made_with_the_explicit_direction_is_continued(tmp_path):
     """Studies a sweep created while the preset set the direction are found again, config and all."""
     import optuna
 
-    from mlc.studies import open_storage
+    from mlc.sweep.study import open_storage
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     storage = [f"hydra.sweeper.storage={url}", "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"]

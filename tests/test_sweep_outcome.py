@@ -14,8 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mlc.studies import ATTR_OWNER, ATTR_SURPLUS, owner_gone, process_owner, retire_queued
-from mlc.sweeps import StudyResult, outcome
+from mlc.sweep.study import ATTR_OWNER, ATTR_SURPLUS, owner_gone, process_owner, retire_queued
+from mlc.sweep.summary import StudyResult, outcome
 from tests.conftest import ROOT, cli_env, mlflow_runs, run_cli
 
 # Trials long enough to be killed in the middle (about 10 s each on 2 cores), short enough for the suite.
@@ -71,7 +71,7 @@ def test_a_complete_study_retires_its_queued_continuations(tmp_path):
         (TrialState.COMPLETE, None), (TrialState.COMPLETE, None), (TrialState.FAIL, True)]
 
 
-def _start(args: list[str], outputs: Path, cache: Path, module: str = "mlc.train") -> subprocess.Popen:
+def _start(args: list[str], outputs: Path, cache: Path, module: str = "mlc.cli.train") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, *args, f"paths.cache={cache}"], cwd=ROOT,
                             env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -157,7 +157,7 @@ def test_killing_the_workers_parent_stops_its_workers_and_closes_the_parent_run(
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
 def test_a_trial_running_on_another_host_is_waited_for_then_taken_over_once_its_heartbeat_stops(outputs, data_cache):
-    from mlc.studies import heartbeat, open_storage
+    from mlc.sweep.study import heartbeat, open_storage
 
     storage = open_storage(f"sqlite:///{outputs}/optuna.db", heartbeat_interval=1, grace_period=8)
     study = optuna.create_study(study_name="t[dataset.negative_ratio=0.5]", storage=storage, direction="maximize")

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-import mlc.reproduce as reproduce
+import mlc.cli.reproduce as reproduce
 from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper
 from mlc.config import compose_config
 from mlc.errors import ConfigError
@@ -83,7 +83,7 @@ def test_mlc_sweep_and_mlc_reproduce_plan_the_same_runs(name, tmp_path, monkeypa
     monkeypatch.setattr(reproduce, "_search_monitor", lambda _: "val/f1_macro")
     monkeypatch.setattr(reproduce, "results_text", lambda *_, **__: "")
     reproduce.run(name, [], output=tmp_path, outputs=tmp_path / "out", say=lambda *_, **__: None)
-    (sweep,) = [c[4:] for c in commands if c[2:4] == ["mlc.train", "-m"]]  # one sweep: every phase in it
+    (sweep,) = [c[4:] for c in commands if c[2:4] == ["mlc.cli.train", "-m"]]  # one sweep: every phase in it
     assert sweep[0] == f"experiment={name}" and sweep[1].startswith("hydra.sweep.dir=")
     assert runs([sweep[0], *sweep[2:]]) == runs([f"experiment={name}"])
 

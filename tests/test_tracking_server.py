@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from mlc.cli.ui import main, tracking_server_command
 from mlc.engine import checkpoint as ckpt
-from mlc.ui import main, tracking_server_command
 from tests.conftest import ROOT, SMALL, cli_env, run_cli
 from tests.test_ui import free_port
 
 
 def start_server(outputs: Path, server_dir: Path, port: int) -> tuple[subprocess.Popen, Path]:
-    """``python -m mlc.ui --serve`` with its store and artifacts in ``server_dir``; its output goes to a file
+    """``python -m mlc.cli.ui --serve`` with its store and artifacts in ``server_dir``; its output goes to a file
     (a pipe nobody reads would fill up with request logs and stall the server)."""
     log = server_dir / "server.log"
-    cmd = [sys.executable, "-m", "mlc.ui", "--serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "mlc.cli.ui", "--serve", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{server_dir / 'store.db'}",
            "--artifacts-destination", str(server_dir / "artifacts")]
     with log.open("w") as out:

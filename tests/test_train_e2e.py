@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mlc.cli.evaluate import evaluate_checkpoint
 from mlc.engine import checkpoint as ckpt
-from mlc.evaluate import evaluate_checkpoint
 from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data_c
     (ref_dir,) = run_dirs(ref_out)
 
     # Interrupt a second, identical run mid-way through epoch 2 with a real SIGINT (what Ctrl-C sends).
-    proc = subprocess.Popen([sys.executable, "-m", "mlc.train", *ARGS, f"paths.cache={data_cache}"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "mlc.cli.train", *ARGS, f"paths.cache={data_cache}"], cwd=ROOT,
                             env=cli_env(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "epoch 2 step 5/" in line:
@@ -106,7 +106,7 @@ def test_nan_loss_fails_the_run_with_one_line_and_writes_no_checkpoint(outputs, 
 
 
 def test_two_process_gloo_ddp_metrics_equal_single_process_metrics(outputs, data_cache):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mlc.train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mlc.cli.train",
            "trainer.max_epochs=2", "dataset.train_size=512", "dataset.val_size=131", "dataset.test_size=128",
            "trainer.batch_size=32", "trainer.eval_batch_size=50", f"paths.cache={data_cache}"]
     result = subprocess.run(cmd, cwd=ROOT, env=cli_env(outputs, OMP_NUM_THREADS="1"), capture_output=True,

@@ -19,9 +19,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mlc.cli.evaluate import evaluate_checkpoint
 from mlc.engine import checkpoint as ckpt
 from mlc.errors import CheckpointError
-from mlc.evaluate import evaluate_checkpoint
 from mlc.trusted import check_stored_config, conf_targets, is_allowed_target
 from tests.conftest import ROOT, compose
 

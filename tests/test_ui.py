@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
+from mlc.cli.ui import default_optuna_storage, main, optuna_dashboard_command, server_command
 from mlc.tracking import MLflowTracker, TrackingSettings
-from mlc.ui import default_optuna_storage, main, optuna_dashboard_command, server_command
 from tests.conftest import ROOT, cli_env
 
 
@@ -90,7 +90,7 @@ def test_optuna_dashboard_serves_sweep_studies(outputs):
     make_study(default_optuna_storage(outputs), "any_bce@probe[dataset.negative_ratio=0.5]")
     port = free_port()
     # Default storage: <MLC_OUTPUTS>/optuna.db, as the study_grid sweeper writes it.
-    server = subprocess.Popen([sys.executable, "-m", "mlc.ui", "--optuna", "--port", str(port)], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", "mlc.cli.ui", "--optuna", "--port", str(port)], cwd=ROOT,
                               env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         body = wait_for_http(f"http://127.0.0.1:{port}/api/studies", server)

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mlc.studies import ATTR_SURPLUS, within_budget
-from mlc.workers import device_sets, parse
+from mlc.sweep.study import ATTR_SURPLUS, within_budget
+from mlc.sweep.workers import device_sets, parse
 from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs
 
 
@@ -30,7 +30,7 @@ def test_a_trial_asked_beyond_n_trials_in_a_race_is_surplus_and_never_counts(tmp
 
 
 def test_a_surplus_continuation_is_queued_again(tmp_path):
-    from mlc.studies import ATTR_CONTINUES
+    from mlc.sweep.study import ATTR_CONTINUES
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/o.db", study_name="s")
     study.tell(study.ask(), 1.0)
@@ -80,7 +80,7 @@ def test_two_workers_fill_one_study_to_exactly_n_trials_under_one_parent_run(out
     assert len({t.params["loss.lam"] for t in counted}) == 3
     runs = mlflow_runs(outputs, "lambda_vs_negative_ratio")
     (parent,) = [r for r in runs if r.data.tags.get("mlc.kind") == "sweep"]
-    assert parent.info.status == "FINISHED" and parent.data.tags["mlc.workers"] == "2"
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlc.sweep.workers"] == "2"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 3 and all(r.info.status == "KILLED" and r.data.tags["mlc.pruned"] == "true"
                                       for r in children)

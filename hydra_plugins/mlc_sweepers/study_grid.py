@@ -10,7 +10,7 @@ MLflow parent run. At the end it writes ``sweep_summary.{md,json,png}`` and prin
 What it guarantees (Hydra's stock Optuna sweeper does none of it):
 
 - **Re-running continues.** The default study name is stable: ``<preset>@<fingerprint>[<grid point>]``,
-  the fingerprint hashing what the trials share (``mlc.studies.fingerprint``); ``n_trials`` is the
+  the fingerprint hashing what the trials share (``mlc.sweep.study.fingerprint``); ``n_trials`` is the
   number of finished trials each study should reach, so the same command run again adds only what
   is missing (nothing, once done). A named study that was run with a different config is refused.
 - **No repeated proposals**: each trial's sampler is seeded by its trial number (``TrialSeededSampler``).
@@ -49,7 +49,13 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mlc.errors import ConfigError, TrainingInterrupted, TrialPruned, is_integer, is_real
+from mlc.flat import flatten
+from mlc.stores import check_storage_url, journal_file, sqlite_file
 from mlc.sweep import plan as planner
+from mlc.sweep.parent import ParentLog, parent_run_id
+from mlc.sweep.summary import StudyRef, write_summary
+from mlc.sweep.trial import TrialSpec
 
 log = logging.getLogger("mlc.sweep")
 
@@ -59,14 +65,14 @@ class StudyGridSweeper(Sweeper):
                  study_name: str | None, n_trials: int, direction: str | None = None, n_jobs: int = 1,
                  max_failure_rate: float = 1.0, params: DictConfig | None = None, heartbeat_interval: int = 10,
                  grace_period: int = 60, pruner: DictConfig | None = None, phases: Any = None) -> None:
-        self.study_grid, self.phases = planner.flatten_leaves(study_grid), phases  # see mlc.sweep.plan.plan_sweep
+        self.study_grid, self.phases = flatten(study_grid), phases  # see mlc.sweep.plan.plan_sweep
         self.sampler_cfg, self.storage = sampler, storage
         self.direction_set = direction  # as configured: None = derived from trainer.monitor_mode
         self.direction = "" if direction is None else str(direction)  # the study's, once setup/preflight saw the config
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.max_failure_rate = max_failure_rate
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self.params = planner.flatten_leaves(params)
+        self.params = flatten(params)
         self.pruner = OmegaConf.to_container(pruner, resolve=True) if pruner else None
         self.config: DictConfig | None = None
         self._parent: Any = None
@@ -86,14 +92,12 @@ class StudyGridSweeper(Sweeper):
     def _parent_log(self) -> Any:
         """The multirun's parent MLflow run (opened on the first finished trial; a no-op without tracking)."""
         if self._parent is None:
-            from mlc.tracking import ParentLog
-
             self._parent = ParentLog(self.config)
         return self._parent
 
     @classmethod
     def preflight(cls, config: DictConfig) -> None:
-        """Validate the sweep against the config before anything starts (called by ``mlc.config.PreflightCheck``).
+        """Validate the sweep against the config before anything starts (from the PreflightCheck callback).
 
         Raises ``ConfigError`` for a bad sweeper field, a direction set explicitly that disagrees with
         ``trainer.monitor_mode``, a grid key that is not in the config, a malformed storage URL, a
@@ -118,8 +122,7 @@ class StudyGridSweeper(Sweeper):
     # -- the sweep ----------------------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
-        from mlc.studies import open_storage
-        from mlc.sweeps import write_summary
+        from mlc.sweep.study import open_storage  # deferred: loads Optuna; Hydra imports this plugin in every run
 
         assert self.config is not None
         import optuna
@@ -152,7 +155,7 @@ class StudyGridSweeper(Sweeper):
                                     sweep_dir=sweep_dir, monitor=monitor, direction=self.direction,
                                     searched=list(distributions), tracking=tracking,
                                     max_failure_rate=float(self.max_failure_rate), interrupted=interrupted)
-        print(table, flush=True)  # the outcome, recorded with it, is the process's exit (mlc.sweeps.ExitWithOutcome)
+        print(table, flush=True)  # its recorded outcome is the exit code (ExitWithOutcome)
 
     def _settle(self, studies: list, distributions: dict, fixed_args: list[str]) -> str | None:
         """After the first pass: run what dead processes left, and wait while other processes' trials run.
@@ -166,7 +169,8 @@ class StudyGridSweeper(Sweeper):
 
         from optuna.trial import TrialState
 
-        from mlc.studies import ATTR_OWNER, reclaim, retire_queued
+        # deferred: mlc.sweep.study loads Optuna; Hydra imports this plugin in every run
+        from mlc.sweep.study import ATTR_OWNER, reclaim, retire_queued
 
         started, said = time.monotonic(), -math.inf
         try:
@@ -207,9 +211,8 @@ class StudyGridSweeper(Sweeper):
         storage that cannot be opened). A SQLite file that does not exist yet holds no study."""
         import optuna
 
-        from mlc.errors import ConfigError
-        from mlc.stores import journal_file, sqlite_file
-        from mlc.studies import first_difference, open_storage
+        # deferred: mlc.sweep.study loads Optuna; Hydra imports this plugin in every run
+        from mlc.sweep.study import first_difference, open_storage
 
         if self._url is None:
             return  # in memory: a new, empty storage
@@ -228,9 +231,8 @@ class StudyGridSweeper(Sweeper):
         """(StudyRef, optuna.Study) per planned study, created or loaded (the preflight checked their configs)."""
         import optuna
 
-        from mlc.pruning import build_pruner
-        from mlc.studies import TrialSeededSampler
-        from mlc.sweeps import StudyRef
+        from mlc.sweep.pruning import build_pruner  # deferred: loads torch; Hydra imports this plugin in every run
+        from mlc.sweep.study import TrialSeededSampler  # deferred: loads Optuna; Hydra imports this plugin in every run
 
         seed, planned = self.sampler_cfg.get("seed"), []
         self.phase_overrides = {p.name: p.overrides for p in plans}  # given to each trial of the study
@@ -248,7 +250,8 @@ class StudyGridSweeper(Sweeper):
 
     def _run_study(self, study: Any, ref: Any, distributions: dict, fixed_args: list[str]) -> str | None:
         """Run the trials ``study`` still needs; the reason if the sweep was interrupted, else None."""
-        from mlc.studies import continue_unfinished, reclaim, within_budget
+        # deferred: mlc.sweep.study loads Optuna; Hydra imports this plugin in every run
+        from mlc.sweep.study import continue_unfinished, reclaim, within_budget
 
         fixed_args = [*fixed_args, *self.phase_overrides.get(ref.name, ())]  # its phase's own (mlc.sweep.plan)
         reclaim(study)  # trials of dead processes (e.g. a kill -9 of the last run), queued to continue
@@ -286,10 +289,8 @@ class StudyGridSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        from mlc.config import quote_override
-        from mlc.engine.trainer import TrainingInterrupted
-        from mlc.pruning import TRIAL_ENV, TrialPruned, trial_env
-        from mlc.studies import (
+        from mlc.sweep import optuna_api  # deferred: loads Optuna; Hydra imports this plugin in every run
+        from mlc.sweep.study import (  # deferred: loads Optuna; Hydra imports this plugin in every run
             ATTR_CHECKPOINT,
             ATTR_ERROR,
             ATTR_INTERRUPTED,
@@ -302,44 +303,38 @@ class StudyGridSweeper(Sweeper):
             heartbeat,
             process_owner,
         )
-        from mlc.tracking import parent_run_id
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         first_job = _claim_job_numbers(sweep_dir, len(trials))
         tracking_uri = (OmegaConf.select(self.config, "tracking.tracking_uri")
                         if OmegaConf.select(self.config, "tracking.enabled", default=False) else None)
-        overrides = []
+        overrides, parent = [], parent_run_id(sweep_dir)
         for offset, trial in enumerate(trials):
-            job = [*fixed_args, *(f"{k}={v}" for k, v in ref.fixed.items()),
-                   *(f"{k}={v}" for k, v in trial.params.items())]
-            # The trial's Optuna identity for the training process (its epochs' values, pruning): by env,
-            # so it reaches the job whatever the launcher and stays out of the task config.
-            if self._url is not None:  # (an in-memory study lives in this process only: nothing to report to)
-                job.append(f"+hydra.job.env_set.{TRIAL_ENV}=" + quote_override(trial_env(self._url, study.study_name,
-                                                                                 trial.number, self.pruner)))
+            # an interrupted or dead trial is continued from its checkpoint (in its own run dir)
             checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
-            if checkpoint:  # an interrupted or dead trial, continued from its checkpoint (in its own run dir)
-                job.append(f"trainer.resume={checkpoint}")
+            spec = TrialSpec(study=study.study_name, number=trial.number, storage=self._url, params=dict(trial.params),
+                             fixed=dict(ref.fixed), resume=checkpoint, pruner=self.pruner, parent_run_id=parent,
+                             seeds=(int({"seed": self.config.seed, **ref.fixed, **trial.params}["seed"]),))
             run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(first_job + offset)
             attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(first_job + offset),
                      ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_TRACKING_URI: tracking_uri,
-                     ATTR_PARENT_RUN: parent_run_id(sweep_dir), ATTR_OWNER: process_owner()}
+                     ATTR_PARENT_RUN: parent, ATTR_OWNER: process_owner()}
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-            overrides.append(tuple(job))
+            overrides.append(tuple(spec.overrides(fixed_args)))
             log.info("  trial #%d (job %d): %s", trial.number, first_job + offset,
                      " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
         pending = {t.number: t for t in trials}
         try:
             with ExitStack() as beats:
                 for trial in trials:
-                    beats.enter_context(heartbeat(study._storage, trial))
+                    beats.enter_context(heartbeat(optuna_api.storage_of(study), trial))
                 returns = self.launcher.launch(overrides, initial_job_idx=first_job)
             interrupted = None
             for trial, ret in zip(trials, returns, strict=True):
                 try:
                     if ret.status != JobStatus.COMPLETED:  # the task's exception, kept by the launcher
-                        raise ret._return_value  # (``ret.return_value`` would also print a stray line)
+                        raise optuna_api.job_error(ret)
                     value = float(ret.return_value)
                     if not math.isfinite(value):
                         raise ValueError(f"the trial returned {value}")
@@ -370,9 +365,6 @@ class StudyGridSweeper(Sweeper):
     # -- checks before any trial ------------------------------------------------------------------
 
     def _check(self, config: DictConfig) -> None:
-        from mlc.errors import ConfigError, is_integer, is_real
-        from mlc.stores import check_storage_url
-
         self.direction = planner.study_direction(config, self.direction_set)
         grids = [grid for grid, _ in planner.phases(self.study_grid, self.phases)]  # a bad phase fails here
         clash = [a for a in config.hydra.overrides.task if any(a.split("=", 1)[0].lstrip("+~") in g for g in grids)]
@@ -395,7 +387,7 @@ class StudyGridSweeper(Sweeper):
             raise ConfigError("hydra.sweeper.max_failure_rate", self.max_failure_rate, "must be in [0, 1]")
         if self.study_name is not None and (not isinstance(self.study_name, str) or not self.study_name.strip()):
             raise ConfigError("hydra.sweeper.study_name", self.study_name, "must be a non-empty name, or null")
-        from mlc.pruning import build_pruner
+        from mlc.sweep.pruning import build_pruner  # deferred: loads torch; Hydra imports this plugin in every run
 
         pruner = build_pruner(self.pruner)  # an unknown pruner or a bad field fails before any trial
         if self._url is None:
@@ -410,8 +402,7 @@ class StudyGridSweeper(Sweeper):
     @staticmethod
     def _check_values(config: DictConfig, probes: list[tuple[str, Any]], source: str) -> None:
         """Validate the config with each (key, value) in turn, as if given on the command line."""
-        from mlc.config import check_config
-        from mlc.errors import ConfigError
+        from mlc.config import check_config  # deferred: loads torch; Hydra imports this plugin in every run
 
         task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         groups = set(OmegaConf.select(config, "hydra.runtime.choices", default=None) or {})
@@ -430,7 +421,7 @@ class StudyGridSweeper(Sweeper):
 def _counts(study: Any) -> dict[str, int]:
     from optuna.trial import TrialState
 
-    from mlc.studies import ATTR_SURPLUS, FINISHED
+    from mlc.sweep.study import ATTR_SURPLUS, FINISHED  # deferred: loads Optuna; Hydra imports this plugin in every run
 
     states = [t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(ATTR_SURPLUS)]
     return {"finished": sum(s in FINISHED for s in states), "running": states.count(TrialState.RUNNING),
@@ -439,7 +430,7 @@ def _counts(study: Any) -> dict[str, int]:
 
 def _importable(task_function: TaskFunction) -> TaskFunction:
     """The task function as its module's own, importable object, for a launcher that runs trials in other
-    processes (joblib, submitit). Run as ``python -m mlc.train``, the task is defined in ``__main__``, which
+    processes (joblib, submitit). Run as ``python -m mlc.cli.train``, the task is defined in ``__main__``, which
     such a worker cannot import (its ``__main__`` is the worker's own): the function travels by value, and
     whatever it hands on by name fails there, e.g. the ranks of ``trainer.nproc=N``, spawned by torch's
     elastic launcher ("attribute lookup _rank_main on __main__ failed")."""

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from mlc.errors import CheckpointError
+from mlc.flat import flatten
+from mlc.stores import os_error_reason
 from mlc.trusted import check_stored_config
 
 FORMAT_VERSION = 1
@@ -40,8 +42,6 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as err:  # a full or read-only disk: say so in one line; the previous file is intact
-        from mlc.stores import os_error_reason
-
         kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
         raise CheckpointError(f"cannot write checkpoint {path}: {os_error_reason(err)}; {kept}") from None
     finally:
@@ -87,8 +87,6 @@ def eval_weights(state: dict[str, Any]) -> dict[str, Any]:
 
 def check_resumable(state: dict, resolved: dict) -> None:
     """Refuse to resume a checkpoint trained with a different data/model/loss/optimiser setup."""
-    from mlc.tracking import flatten
-
     old, new = flatten(state.get("config") or {}), flatten(resolved)
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if any(k == p or k.startswith(p + ".") for p in RESUME_MUST_MATCH) and not k.endswith("cache_dir")

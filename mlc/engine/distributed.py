@@ -1,6 +1,6 @@
 """Process-group setup and the collectives the trainer needs, written so that world size 1 costs nothing.
 
-Launch with torchrun (``torchrun --nproc_per_node=2 -m mlc.train ...``): the backend is ``gloo`` on
+Launch with torchrun (``torchrun --nproc_per_node=2 -m mlc.cli.train ...``): the backend is ``gloo`` on
 CPU and ``nccl`` on CUDA. Evaluation shards the split *without padding* (rank r takes samples
 r, r + W, ...), gathers every rank's scores with their sample indices and restores the original
 order, so every sample counts exactly once and DDP metrics equal single-process metrics.

@@ -7,7 +7,7 @@ c10d rendezvous on 127.0.0.1, ``DistContext.from_env`` picks gloo on CPU and NCC
 Three things the bare launcher does not give a sweep, and how they are handled:
 
 - **Errors come back as errors.** A rank's ``MlcError`` (an interruption, a pruned trial, a NaN) is
-  returned to this process as a value and raised here as the same kind of error, so the sweeper
+  returned to this process as a value (the error object itself, pickled) and raised here, so the sweeper
   records the trial as interrupted, pruned or failed; any other exception fails every rank (the
   launcher stops the others) and is raised with the first failing rank's message.
 - **One Ctrl-C, saved.** Ctrl-C in a terminal reaches the whole process group; a rank that also got
@@ -28,19 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlc.errors import MlcError
+from mlc.errors import EXIT_INTERRUPTED, MlcError, TrainingInterrupted
 
 SHUTDOWN_TIMEOUT_S = 120  # a signalled rank's time to finish its step and write last.pt
-INTERRUPTED_EXIT = 130
 
 
 @dataclass
 class RankFailure:
-    """A rank's ``MlcError``, sent back as a value (exceptions do not cross the launcher)."""
+    """A rank's ``MlcError``, sent back as a value (the launcher passes return values, not exceptions)."""
 
-    kind: str
-    message: str
-    before_training: bool = False  # refused before any step: the run folder holds nothing worth keeping
+    error: MlcError  # with ``before_training`` set when refused before any step (nothing worth keeping)
 
 
 def _guarded(fn, *args: Any) -> Any:
@@ -48,8 +45,6 @@ def _guarded(fn, *args: Any) -> Any:
         os.setpgid(0, 0)  # out of the terminal's process group: only the launcher signals this rank
     except OSError:
         pass
-    from mlc.engine.trainer import TrainingInterrupted
-
     try:
         return fn(*args)
     except (TrainingInterrupted, KeyboardInterrupt):
@@ -57,9 +52,9 @@ def _guarded(fn, *args: Any) -> Any:
         # to collect its value, which a signalled launcher never does (it only waits for the rank to end).
         logging.shutdown()
         sys.stdout.flush()
-        os._exit(INTERRUPTED_EXIT)
+        os._exit(EXIT_INTERRUPTED)
     except MlcError as err:
-        return RankFailure(type(err).__name__, str(err), bool(getattr(err, "before_training", False)))
+        return RankFailure(err)
 
 
 def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str) -> Any:
@@ -81,9 +76,7 @@ def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str) -> Any:
         results = elastic_launch(config, _guarded)(fn, *args)
     except ChildFailedError as err:
         rank, failure = min(err.failures.items())
-        if failure.exitcode == INTERRUPTED_EXIT:  # a rank was signalled directly (not through this process)
-            from mlc.engine.trainer import TrainingInterrupted
-
+        if failure.exitcode == EXIT_INTERRUPTED:  # a rank was signalled directly (not through this process)
             raise TrainingInterrupted(f"interrupted (rank {rank} of {nproc} stopped by a signal); resume with "
                                       f"trainer.resume={Path(log_dir) / 'checkpoints' / 'last.pt'}") from None
         text = failure.message if isinstance(failure.message, str) else str(failure.message)
@@ -92,9 +85,7 @@ def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str) -> Any:
         raise MlcError(f"rank {rank} of {nproc} failed (exit code {failure.exitcode}): "
                        f"{text.strip().splitlines()[-1] if text.strip() else 'see its log'}") from None
     except Exception as err:  # the launcher's SignalException: Ctrl-C or SIGTERM during the run
-        if type(err).__name__ == "SignalException":
-            from mlc.engine.trainer import TrainingInterrupted
-
+        if type(err).__name__ == "SignalException":  # (torch's private class; its name is its public contract)
             raise TrainingInterrupted(f"interrupted ({err}) with {nproc} ranks; resume with trainer.resume="
                                       f"{Path(log_dir) / 'checkpoints' / 'last.pt'}") from None
         raise
@@ -103,21 +94,8 @@ def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str) -> Any:
             shutil.rmtree(logs, ignore_errors=True)
     failures = sorted((rank, r) for rank, r in results.items() if isinstance(r, RankFailure))
     if failures:
-        raise _as_error(failures[0][1])
+        raise failures[0][1].error
     return results[0]
-
-
-def _as_error(failure: RankFailure) -> MlcError:
-    """The rank's error as its own kind where the caller tells kinds apart (sweeper, exit codes)."""
-    from mlc.engine.trainer import TrainingInterrupted
-    from mlc.errors import CheckpointError, DataError, NonFiniteLossError
-    from mlc.pruning import TrialPruned
-
-    kinds = {cls.__name__: cls for cls in (TrainingInterrupted, TrialPruned, NonFiniteLossError, CheckpointError,
-                                           DataError)}
-    error = kinds.get(failure.kind, MlcError)(failure.message)
-    error.before_training = failure.before_training
-    return error
 
 
 def rank_logging(log_file: Path, rank: int) -> None:

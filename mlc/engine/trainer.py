@@ -47,14 +47,10 @@ from mlc.engine.distributed import DistContext, ShardSampler
 from mlc.engine.ema import WeightEma
 from mlc.engine.evaluation import SplitScores, score_split
 from mlc.engine.settings import TUNE_BETA, TrainerSettings, batches_per_epoch
-from mlc.errors import MlcError, NonFiniteLossError
+from mlc.errors import MlcError, NonFiniteLossError, TrainingInterrupted
 from mlc.metrics import multilabel_metrics, tune_thresholds
 
 log = logging.getLogger("mlc.trainer")
-
-
-class TrainingInterrupted(MlcError):
-    """SIGINT/SIGTERM arrived; ``last`` was saved and the run can be resumed."""
 
 
 @dataclass

@@ -89,7 +89,7 @@ class AsymmetricLoss(ImplementationSwitch, MultiLabelLoss):
         shifted = (torch.sigmoid(logits) - self.clip).clamp(min=0.0)
         # p_m^γ has an infinite derivative at p_m = 0 when γ < 1: raise a safe stand-in there instead,
         # so that the branch torch.where does not take cannot send NaN back through the clamp. ``power``, not
-        # ``** γ``: a large tensor ** float changes how fast log1p runs in the whole process (mlc/bench/losses.py).
+        # ``** γ``: a large tensor ** float changes how fast log1p runs in the whole process (benchmarks/losses.py).
         above = shifted > 0
         weight_neg = torch.where(above, power(torch.where(above, shifted, 1.0), self.gamma_neg), 0.0)
         return weight_pos, weight_neg

@@ -13,7 +13,7 @@ The γ terms in brackets are the focusing weights' own derivatives: they are dro
 detached (``detach_focal_weight``, the reference). Where p ≤ m, w− = 0 and ℓ = 0 (nothing flows); with
 γ− = 0 the weight is 1 and the clamp on ℓ stops the gradient there instead. The weights are raised to
 their powers by repeated multiplication for small integer exponents and as exp(γ·log x) otherwise (a
-large ``tensor ** float`` changes the process's ``log1p`` speed, see ``mlc/bench/losses.py``).
+large ``tensor ** float`` changes the process's ``log1p`` speed, see ``benchmarks/losses.py``).
 
 Every term is affine in y (y·A + (1 − y)·N), as in the readable form, so soft targets (label smoothing) are
 exact too. Double backward is not supported (use ``implementation: autograd`` for that).

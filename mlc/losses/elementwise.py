@@ -7,7 +7,7 @@ Why our own ``softplus``: PyTorch's CPU ``softplus``, ``logsigmoid`` and
 ``binary_cross_entropy_with_logits`` go through ``log1p``, which on the benchmark machine runs at
 ~9 ns per element in a training process, against ~1.5 ns for ``log`` and 0.5 ns for ``sigmoid``
 (``log1p`` only becomes fast once the process has run a large vectorised ``torch.pow``; see
-``mlc/bench/losses.py``). softplus(z) = max(z, 0) + log(1 + e^−|z|) = max(z, 0) − log σ(|z|) needs
+``benchmarks/losses.py``). softplus(z) = max(z, 0) + log(1 + e^−|z|) = max(z, 0) − log σ(|z|) needs
 only ``sigmoid`` and ``log``, in five passes without a Python scalar: σ(|z|) lies in [1/2, 1], so
 its rounding error (about one ulp) becomes an absolute error of about one ulp of 1 (1.2e-7 in
 float32, 2.2e-16 in float64) and the result is never negative. The backward is the exact σ(z),

@@ -55,7 +55,7 @@ class LDAMLoss(MultiLabelLoss):
         margins = torch.full_like(counts, self.max_m)
         if seen.any():
             # numpy, not tensor ** 0.25: a torch pow with a fractional exponent changes log1p's speed for the whole
-            # process (mlc/bench/losses.py)
+            # process (benchmarks/losses.py)
             margins[seen] = torch.from_numpy(self.max_m * np.power((counts[seen].min() / counts[seen]).numpy(), 0.25))
         self.register_buffer("margins", margins, persistent=False)  # float64; cast per call
 

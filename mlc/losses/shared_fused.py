@@ -4,7 +4,7 @@ The reduction's denominator and the ``implementation`` switch are in ``mlc/losse
 
 Why these exist: PyTorch's ``softplus``/``logsigmoid`` go through ``log1p`` (slow here, see
 ``mlc/losses/elementwise.py``), and a large ``tensor ** float`` switches the whole process into a state
-where ``log1p`` is fast, which distorts the loss benchmark (``mlc/bench/losses.py``).
+where ``log1p`` is fast, which distorts the loss benchmark (``benchmarks/losses.py``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from mlc.report.runs import (
     timestamp,
     to_record,
 )
+from mlc.scores import ScoresError, read_scores
 
 LAMBDA_KEYS = {"lam", "loss.lam", "negative_ratio", "dataset.negative_ratio"}
 MAX_SCORES_RUNS = 12  # default representative runs drawn from scores files (legends stay readable)
@@ -320,8 +321,6 @@ def _probabilities(sel: Selection, figure, notes: list[str]) -> None:
 
 
 def _scores_figures(sel: Selection, opts: Options, figure, notes: list[str]) -> None:
-    from mlc.scores import ScoresError, read_scores
-
     items = []
     with tempfile.TemporaryDirectory(prefix="mlc-report-") as tmp:
         for i, r in enumerate(sel.scores_runs):

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mlc.report.runs import ReportError
+from mlc.report.runs import ReportError, log_report_run, store_uri
 
 DEFAULT_GROUP_BY = "loss,backbone"
 DEFAULT_METRICS = "test/f1_macro,test/f2_macro,test/map,test/f1_neg"
@@ -39,8 +39,6 @@ def add_store_options(p: argparse.ArgumentParser) -> None:
 
 def store_of(args: argparse.Namespace) -> tuple[str, str]:
     """(store URI, the option that named it, for error messages) from ``add_store_options``' options."""
-    from mlc.report.runs import store_uri
-
     option = "--tracking-uri" if args.tracking_uri else "--outputs"
     if not args.tracking_uri and not args.outputs and os.environ.get("MLC_OUTPUTS"):
         option = "--outputs (from $MLC_OUTPUTS)"
@@ -92,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from mlc.report import build
-    from mlc.report.runs import log_report_run
+    from mlc.report import build  # deferred: loads numpy; `mlc report --help` loads the standard library alone
 
     store, store_option = store_of(args)
     opts = build.Options(

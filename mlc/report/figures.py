@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlc.metrics import average_precisions
 from mlc.report.stats import LambdaPoint
 
 DPI = 110
@@ -138,8 +139,6 @@ def pr_curves(items: Sequence[tuple[str, object]], path: Path) -> Path:
 
 def per_class_ap(items: Sequence[tuple[str, object]], path: Path) -> Path:
     """Per-class average precision on test, bars grouped by class, one colour per run."""
-    from mlc.metrics import average_precisions
-
     classes = list(items[0][1].class_names)
     k = len(classes)
     width = min(40.0, max(6.4, 0.22 * k * max(1.5, len(items) / 2)))

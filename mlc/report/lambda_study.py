@@ -31,7 +31,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlc.report import figures, tables
+from mlc.report import build, figures, tables
+from mlc.report.cli import OneLineParser, add_store_options, comma_list, store_of
 from mlc.report.runs import ReportError
 from mlc.report.stats import Cell, natural_key
 
@@ -234,8 +235,6 @@ def markdown(rows: list[Row], rels: list[Relation], series_keys: list[str], moni
 
 def run(search: Path, seeds: Path | None, store: str, store_option: str, experiment: str, metrics: list[str],
         output: Path, say=print) -> list[Path]:
-    from mlc.report import build
-
     monitor, lower_better, searches, series_keys, notes = read_search(search)
     objective = f"best/{monitor}"
     summaries = None
@@ -283,8 +282,6 @@ def _series_note(series: tuple[str, ...], keys: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mlc.report.cli import OneLineParser, add_store_options, comma_list, store_of
-
     p = OneLineParser(prog="python -m mlc.report.lambda_study", description=__doc__.split("\n\n")[0])
     p.add_argument("--search", required=True, type=Path, help="the λ search's sweep folder (its sweep_summary.json)")
     p.add_argument("--seeds", type=Path, help="the sweep folder of the best λ's re-runs over seeds (without it: no "

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc.errors import MlcError
+from mlc.errors import ConfigError, MlcError
+from mlc.stores import check_database_url, opening
 
 RUN_KIND, SWEEP_KIND, REPORT_KIND = "run", "sweep", "report"
 KIND_TAG, SWEEP_DIR_TAG = "mlc.kind", "mlc.sweep_dir"
@@ -88,8 +89,7 @@ def store_uri(tracking_uri: str | None, outputs: str | None) -> str:
 
 def open_client(uri: str, option: str) -> Any:
     """An ``MlflowClient`` on an existing store; a missing SQLite file is an error, never a new empty store."""
-    from mlc.errors import ConfigError
-    from mlc.stores import check_database_url, opening
+    # deferred: mlc.tracking loads OmegaConf; `mlc report --help` (via mlc.report.cli) loads the stdlib alone
     from mlc.tracking import check_tracking_uri, quiet_mlflow_logs
 
     quiet_mlflow_logs()
@@ -103,7 +103,8 @@ def open_client(uri: str, option: str) -> Any:
             if not Path(urlparse(uri).path).is_dir():
                 raise ConfigError(option, uri, f"no such MLflow file store {urlparse(uri).path} (nothing was created)")
         elif uri.startswith(("http://", "https://")):
-            from mlc.tracking import _probe_server  # one short probe instead of MLflow's minutes of retries
+            # deferred: mlc.tracking loads OmegaConf (see above); one short probe instead of MLflow's minutes of retries
+            from mlc.tracking import _probe_server
 
             _probe_server(uri)
     except ConfigError as err:

@@ -15,6 +15,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from omegaconf import DictConfig, OmegaConf
 
 from mlc.errors import ConfigError
+from mlc.flat import flatten
 
 DIRECTIONS = {"max": "maximize", "min": "minimize"}  # trainer.monitor_mode -> the studies' Optuna direction
 
@@ -42,17 +43,18 @@ def plan_sweep(config: DictConfig, arguments: Sequence[str] | None = None) -> Sw
     Phases (``hydra.sweeper.phases``) are more sets of studies in the same sweep: a phase's ``study_grid``
     replaces those lists of the grid, and its ``overrides`` act as if that phase were a sweep of its own with
     them on the command line (its trials get them, and its studies' names hash them, as such a sweep did)."""
-    from mlc.studies import fingerprint
+    # deferred: mlc.sweep.study loads Optuna; the sweeper plugin imports this module in every Hydra run
+    from mlc.sweep.study import fingerprint
 
     sweeper = config.hydra.sweeper
     arguments = list(config.hydra.overrides.task if arguments is None else arguments)
-    params, direction = flatten_leaves(sweeper.get("params")), study_direction(config, sweeper.get("direction"))
+    params, direction = flatten(sweeper.get("params")), study_direction(config, sweeper.get("direction"))
     distributions, fixed_args = search_space(params, arguments)
     spec = {k: str(v) for k, v in params.items()} | {
         o.key_or_group: o.input_line.partition("=")[2] for o in parse(arguments) if o.is_sweep_override()}
     choices, name = config.hydra.runtime.choices, sweeper.get("study_name")
     studies = []
-    for grid, overrides in phases(flatten_leaves(sweeper.get("study_grid")), sweeper.get("phases")):
+    for grid, overrides in phases(flatten(sweeper.get("study_grid")), sweeper.get("phases")):
         task = compose_with(config, arguments, overrides) if overrides else config
         task = OmegaConf.to_container(OmegaConf.masked_copy(task, [k for k in task if k != "hydra"]), resolve=True)
         digest, shared = fingerprint(task, [*grid, *distributions], spec, direction)
@@ -78,7 +80,7 @@ def phases(grid: dict[str, list], given: Any) -> list[tuple[dict[str, list], tup
         if not isinstance(phase, dict) or set(phase) - {"study_grid", "overrides"} or \
                 not all(isinstance(o, str) and "=" in o for o in phase.get("overrides") or []):
             raise ConfigError("hydra.sweeper.phases", phase, "a phase is {study_grid: {...}, overrides: [key=value]}")
-        out.append(({**grid, **flatten_leaves(phase.get("study_grid"))}, tuple(phase.get("overrides") or ())))
+        out.append(({**grid, **flatten(phase.get("study_grid"))}, tuple(phase.get("overrides") or ())))
     return out
 
 
@@ -89,6 +91,7 @@ def compose_with(config: DictConfig, arguments: Sequence[str], overrides: Sequen
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
+    # deferred: mlc.config loads torch; the sweeper plugin imports this module in every Hydra run
     from mlc.config import compose_config
 
     plain = [o.input_line for o in parse(list(arguments)) if not o.is_sweep_override()]
@@ -171,21 +174,6 @@ def _distribution(override: Override) -> Any:
 
 def parse(arguments: list[str]) -> list[Override]:
     return OverridesParser.create().parse_overrides(arguments)
-
-
-def flatten_leaves(grid: Any, prefix: str = "") -> dict[str, list]:
-    """``{dataset: {negative_ratio: [..]}}`` (a dict, a config node or None) -> ``{"dataset.negative_ratio": [..]}``.
-
-    Grid and search space are written nested, like the config they address, so that one entry can be
-    overridden from the command line (``hydra.sweeper.params.loss.lam='interval(0.01, 0.2)'``).
-    """
-    out: dict[str, list] = {}
-    for key, value in (OmegaConf.to_container(grid, resolve=True) if OmegaConf.is_config(grid) else grid or {}).items():
-        if isinstance(value, dict):
-            out |= flatten_leaves(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def extremes(argument: str, plain: bool = False) -> list[tuple[str, Any]]:

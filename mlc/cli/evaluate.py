@@ -31,7 +31,7 @@ SUMMARY = ("f1_macro", "f2_macro", "f1_micro", "map", "f1_neg", "cf1", "of1", "f
 
 def metrics_of_scores(scores) -> dict[str, float]:
     """All metrics of a ``mlc.scores.Scores`` with labels (its threshold(s), groups and weights)."""
-    from mlc.scores import ScoresError
+    from mlc.scores import ScoresError  # deferred: loads numpy, which `mlc evaluate --help` does not
 
     if scores.labels is None:
         raise ScoresError("has no label columns: nothing to evaluate against (score a labelled split)")
@@ -42,7 +42,7 @@ def metrics_from(probs, labels, meta: dict, loss: float | None = None) -> dict[s
     """Metrics at ``meta``'s threshold and, when it holds tuned per-class thresholds, ``tuned/<m>`` at those."""
     import numpy as np
 
-    from mlc.metrics import multilabel_metrics
+    from mlc.metrics import multilabel_metrics  # deferred: loads numpy, which `mlc evaluate --help` does not
 
     extra = {"class_weights": meta.get("class_weights"), "class_groups": meta.get("class_groups")}
     out = multilabel_metrics(probs, labels, threshold=float(meta.get("threshold", 0.5)), **extra)
@@ -57,7 +57,8 @@ def metrics_from(probs, labels, meta: dict, loss: float | None = None) -> dict[s
 def evaluate_checkpoint(path: str, split: str = "val", device: str = "cpu") -> dict[str, float]:
     """Metrics (and the loss) of a checkpoint, or of a run directory's best (else last) checkpoint, on one
     split, on one process."""
-    from mlc.infer import infer, load_run, resolve_checkpoint
+    # deferred: mlc.cli.infer loads OmegaConf and numpy, then torch to score; only a run or checkpoint needs it
+    from mlc.cli.infer import infer, load_run, resolve_checkpoint
 
     run = Path(path)
     if run.is_dir():
@@ -67,7 +68,7 @@ def evaluate_checkpoint(path: str, split: str = "val", device: str = "cpu") -> d
 
 
 def evaluate_any(target: str, split: str, device: str) -> dict[str, float]:
-    from mlc.scores import ScoresError, read_scores
+    from mlc.scores import ScoresError, read_scores  # deferred: loads numpy, which `mlc evaluate --help` does not
 
     path = Path(target)
     if path.suffix in (".csv", ".parquet"):
@@ -84,7 +85,7 @@ def evaluate_any(target: str, split: str, device: str) -> dict[str, float]:
 
 def per_class_table(scores) -> str:
     """The per-class rows of a labelled scores file (``--per-class``), one line per class."""
-    from mlc.metrics import per_class_report
+    from mlc.metrics import per_class_report  # deferred: loads numpy, which `mlc evaluate --help` does not
 
     meta = scores.meta
     rows = per_class_report(scores.scores, scores.labels, scores.class_names, float(meta.get("threshold", 0.5)),
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(format_table(results, every=args.all))
     if args.per_class:
-        from mlc.scores import read_scores
+        from mlc.scores import read_scores  # deferred: loads numpy, which `mlc evaluate --help` does not
 
         for target in args.inputs:
             if Path(target).suffix in (".csv", ".parquet"):

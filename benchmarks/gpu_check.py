@@ -1,4 +1,4 @@
-"""``make gpu-check`` (``python -m mlc.gpu_check``): what the CPU tests cannot run, in one go on one GPU.
+"""``make gpu-check`` (``python -m benchmarks.gpu_check``): what the CPU tests cannot run, in one go on one GPU.
 
 Checks, each PASS / FAIL / SKIP with its time:
 - bf16 AMP and fp16 AMP with the GradScaler, ``trainer.compile``, ``trainer.channels_last``: one short
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlc.bench.common import RESULTS_DIR, AlternatingRates, machine
+from benchmarks.common import RESULTS_DIR, AlternatingRates
 from mlc.data import SPLITS, DigitScenes
 from mlc.data.base import MultiLabelDataset
 from mlc.engine import DistContext, TrainData, Trainer, TrainerSettings, optimizer_steps_per_epoch
@@ -40,6 +40,7 @@ from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import Checkpointer
 from mlc.models import create_backbone
 from mlc.optim import param_groups, warmup_cosine
+from mlc.provenance import machine
 
 THROUGHPUT_MODELS = ("tresnet_l", "vit_base_patch16_224", "maxvit_small_tf_224")
 TARGET = 0.95
@@ -356,7 +357,7 @@ def run(profile: Profile, out: Path | None, skip: tuple[str, ...] = ()) -> tuple
 
 def report(profile: Profile, checks: list[Check], rows: list[dict]) -> str:
     gpu = torch.cuda.get_device_name(profile.device) if profile.device.type == "cuda" else "CPU (--tiny)"
-    lines = ["# GPU check", "", f"Measured by `make gpu-check` (`python -m mlc.gpu_check`) on **{gpu}** "
+    lines = ["# GPU check", "", f"Measured by `make gpu-check` (`python -m benchmarks.gpu_check`) on **{gpu}** "
              f"({machine()}).", "", "| check | result | detail | seconds |", "|---|---|---|---|"]
     lines += [f"| {c.name} | {c.status} | {c.detail} | {c.seconds:.1f} |" for c in checks]
     lines += ["", f"## Throughput: mlc's trainer against a bare loop ({profile.image_size} px, batch "
@@ -370,7 +371,7 @@ def report(profile: Profile, checks: list[Check], rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlc gpu-check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="run the same checks on CPU with tiny models")
     parser.add_argument("--skip", action="append", default=[], metavar="CHECK",
                         help="leave out the checks whose name starts with CHECK (e.g. compile, throughput); repeatable")

@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from mlc.bench.common import machine, median_ratio, write
+from benchmarks.common import median_ratio, write
 from mlc.config import compose_config
+from mlc.provenance import machine
 
-LOSS_OPTIONS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "loss").glob("*.yaml"))
+LOSS_OPTIONS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "loss").glob("*.yaml"))
 BATCH, CLASSES = 256, (20, 80, 1000)
 
 
@@ -76,7 +77,7 @@ def count_calls(step) -> int:
 
 
 def measure(option: str) -> dict:
-    """Ratios of one loss option against BCE for every C, in this process (``python -m mlc.bench.losses --one``)."""
+    """Ratios of one loss option against BCE for every C, in this process (``python -m benchmarks.losses --one``)."""
     torch.set_num_threads(1)  # the ratio measures work, not how well each op spreads over 2 busy cores
     result = {"ratios": {}, "baseline_us": {}, "note": "", "calls": 0, "baseline_calls": 0}
     for c in CLASSES:
@@ -102,7 +103,7 @@ def run(options: list[str] | None = None) -> str:
     options = options or LOSS_OPTIONS
     results = {}
     for option in options:
-        proc = subprocess.run([sys.executable, "-m", "mlc.bench.losses", "--one", option], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.losses", "--one", option], capture_output=True,
                               text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"loss bench of {option} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -132,7 +133,7 @@ def run(options: list[str] | None = None) -> str:
         lines.append(f"| `{option}` | " + " | ".join(f"{results[option]['ratios'][str(c)]:.2f}×" for c in CLASSES)
                      + f" | {results[option]['calls']} | {results[option]['note']} |")
     text = "\n".join(lines) + "\n"
-    if options == LOSS_OPTIONS:  # a partial run (python -m mlc.bench.losses any_bce bce) only prints
+    if options == LOSS_OPTIONS:  # a partial run (python -m benchmarks.losses any_bce bce) only prints
         write("losses.md", text)
     return text
 

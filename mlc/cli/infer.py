@@ -33,6 +33,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from mlc.errors import ConfigError, DataError, MlcError
+from mlc.scores import write_scores
+from mlc.stores import opening
 
 log = logging.getLogger("mlc")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -77,8 +79,6 @@ def _checkpoint_of_mlflow_run(run_id: str, which: str, tracking_uri: str | None)
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from mlc.stores import opening
-
     uri = tracking_uri or default_tracking_uri()
     try:
         with opening(uri):
@@ -107,15 +107,15 @@ def _checkpoint_of_mlflow_run(run_id: str, which: str, tracking_uri: str | None)
 
 def default_tracking_uri() -> str:
     """The store a plain ``mlc train`` logs to (conf/tracking/mlflow.yaml under the default outputs)."""
-    from mlc.config import compose_config
+    from mlc.config import compose_config  # deferred: mlc.config loads torch and Hydra; `mlc infer --help` does not
 
     return str(OmegaConf.select(compose_config([]), "tracking.tracking_uri"))
 
 
 def load_run(checkpoint: str | Path, dataset_overrides: list[str] | None = None) -> LoadedRun:
     """Rebuild a checkpoint's experiment (config vetted by ``ckpt.load``) and its model with the weights."""
-    from mlc.config import compose_experiment
-    from mlc.engine import checkpoint as ckpt
+    from mlc.config import compose_experiment  # deferred: mlc.config loads torch and Hydra; `mlc infer --help` does not
+    from mlc.engine import checkpoint as ckpt  # deferred: loads torch; `mlc infer --help` does not
 
     state = ckpt.load(checkpoint)
     cfg = OmegaConf.create(state["config"])
@@ -148,8 +148,8 @@ def training_stats(experiment) -> object:
 
 def images_from_csv(csv_path: Path, experiment) -> object:
     """A split of new images listed in a CSV (``path`` column; optional 0/1 class columns)."""
-    from mlc.data.images import FileImages, decoded_images
-    from mlc.data.source import binary_cell, read_csv
+    from mlc.data.images import FileImages, decoded_images  # deferred: loads torch; `mlc infer --help` does not
+    from mlc.data.source import binary_cell, read_csv  # deferred: loads torch; `mlc infer --help` does not
 
     source = experiment.dataset
     names = list(source.class_names)
@@ -184,9 +184,9 @@ def images_from_csv(csv_path: Path, experiment) -> object:
 def infer(loaded: LoadedRun, split: str | None = "test", data: Path | None = None, device: str = "cpu",
           batch_size: int | None = None):
     """(ids, SplitScores, labelled, meta) of a split or of the images in ``data``."""
-    from mlc.data.groups import class_groups
-    from mlc.engine.distributed import DistContext
-    from mlc.engine.evaluation import score_split
+    from mlc.data.groups import class_groups  # deferred: loads torch; `mlc infer --help` does not
+    from mlc.engine.distributed import DistContext  # deferred: loads torch; `mlc infer --help` does not
+    from mlc.engine.evaluation import score_split  # deferred: loads torch; `mlc infer --help` does not
 
     exp = loaded.experiment
     dataset = images_from_csv(data, exp) if data is not None else exp.dataset.load(split)
@@ -233,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides += extra
-    from mlc.config import check_writable
-    from mlc.scores import write_scores
+    from mlc.config import check_writable  # deferred: mlc.config loads torch and Hydra; `mlc infer --help` does not
 
     if args.output.is_dir():
         return _fail(f"--output={str(args.output)!r} is a directory; name a scores file (e.g. scores.csv)")

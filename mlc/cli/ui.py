@@ -1,16 +1,16 @@
-"""``python -m mlc.ui [--optuna | --serve]``: MLflow dashboard, optuna-dashboard, or a shared tracking server.
+"""``python -m mlc.cli.ui [--optuna | --serve]``: MLflow dashboard, optuna-dashboard, or a shared tracking server.
 
-``python -m mlc.ui [--outputs outputs] [--host 127.0.0.1] [--port 5000]`` serves the MLflow tracking store
+``python -m mlc.cli.ui [--outputs outputs] [--host 127.0.0.1] [--port 5000]`` serves the MLflow tracking store
 (``<outputs>/mlflow.db``) and its artifacts, so runs, sweeps (parent run with nested trials), per-epoch
 curves and checkpoints can be compared in a browser. ``make ui`` runs this with the default ``outputs/``.
 
-``python -m mlc.ui --optuna [--storage URL] [--outputs outputs] [--host 127.0.0.1] [--port 8080]`` serves
+``python -m mlc.cli.ui --optuna [--storage URL] [--outputs outputs] [--host 127.0.0.1] [--port 8080]`` serves
 optuna-dashboard (its own command line, run with this interpreter) over the sweeps' Optuna studies: by
 default ``sqlite:///<outputs>/optuna.db``, where ``hydra/sweeper=study_grid`` stores them. A SQLite store
 that does not exist is refused (exit 2) rather than created empty at a mistyped path; other storage URLs
 (PostgreSQL, MySQL, journal files, ...) are handed to optuna-dashboard as given.
 
-``python -m mlc.ui --serve [--backend-store-uri URI] [--artifacts-destination DIR] [--host 127.0.0.1]
+``python -m mlc.cli.ui --serve [--backend-store-uri URI] [--artifacts-destination DIR] [--host 127.0.0.1]
 [--port 5000]`` (``make server``) runs ``mlflow server`` as a tracking server shared by runs and sweeps
 in several processes or on several machines; they log to it with the override it prints,
 ``tracking.tracking_uri=http://127.0.0.1:5000``. Its backend store defaults to
@@ -46,6 +46,9 @@ from contextlib import closing
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from mlc.errors import ConfigError
+from mlc.stores import check_database_url, sqlite_file
+
 MLFLOW_PORT = 5000
 OPTUNA_PORT = 8080
 SERVER_STORE = "mlflow-server.db"  # the tracking server's default backend store, in <outputs>
@@ -77,9 +80,6 @@ def check_backend_store(uri: str, folder_made: bool = False) -> str:
     """``uri`` if it names a database the server can open: a SQLAlchemy URL of a known database whose
     driver is installed, a SQLite file in an existing folder (a fresh server creates the file; with
     ``folder_made``, the caller creates the folder)."""
-    from mlc.errors import ConfigError
-    from mlc.stores import check_database_url, sqlite_file
-
     try:
         check_database_url(uri, "--backend-store-uri")
     except ConfigError as err:
@@ -119,8 +119,6 @@ def artifacts_destination(value: str, folder_made: bool = False) -> tuple[str, P
 def local_artifact_experiments(uri: str) -> list[str]:
     """Names of the experiments in an existing SQLite store whose artifacts are not proxied (created by
     local runs, or by a server without --serve-artifacts); [] for other stores or when unreadable."""
-    from mlc.stores import sqlite_file
-
     path = sqlite_file(uri)
     if path is None or not path.is_file():
         return []
@@ -213,7 +211,7 @@ def optuna_dashboard_command(storage: str, host: str = "127.0.0.1", port: int = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mlc.ui", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mlc.cli.ui", description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", default=os.environ.get("MLC_OUTPUTS", "outputs"), type=Path,
                         help="mlc's outputs folder (default: $MLC_OUTPUTS or outputs)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")

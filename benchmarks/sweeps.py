@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from mlc.bench.common import RESULTS_DIR, machine, write
+from benchmarks.common import RESULTS_DIR, write
+from mlc.provenance import git_describe, machine
 
 ROOT = RESULTS_DIR.parents[1]
 TRIALS = 10
@@ -202,15 +203,6 @@ def start_postgres() -> tuple[object | None, str | None, str]:
     return server, url, f"PostgreSQL {bin_dir.parent.name}: a throwaway local server on 127.0.0.1 (fsync off)"
 
 
-def _git_commit() -> str:
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10)
-        return done.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def render(overhead: list[tuple[str, Sweep]], throughput: list[tuple[int, Sweep]], help_s: float,
            notes: list[str], start_load: float, header: str) -> str:
     """The text of ``sweeps.md``: overhead rows (storage label, sweep), throughput rows (workers, sweep)."""
@@ -230,7 +222,7 @@ def render(overhead: list[tuple[str, Sweep]], throughput: list[tuple[int, Sweep]
     loads = [start_load, *(s.load for _, s in overhead), *(s.load for _, s in throughput)]
     busy = max(loads) > 2.5
     return "\n".join([
-        "# Sweep overhead and throughput (`make bench`, mlc/bench/sweeps.py)", "",
+        "# Sweep overhead and throughput (`make bench`, benchmarks/sweeps.py)", "",
         header, "",
         f"Each row is one real sweep of {TRIALS} tiny trials in a subprocess, "
         f"`python -m mlc.train -m {' '.join(SWEEP)}` (one study; 1 epoch of 128 digits scenes, val and test 64, "
@@ -279,7 +271,7 @@ def run() -> str:
     started = time.perf_counter()
     start_load = os.getloadavg()[0]
     notes: list[str] = []
-    tmp = Path(tempfile.mkdtemp(prefix="mlc-bench-sweeps-"))
+    tmp = Path(tempfile.mkdtemp(prefix="benchmarks-sweeps-"))
     server = None
     try:
         outputs, cache = tmp / "outputs", tmp / "cache"
@@ -312,7 +304,7 @@ def run() -> str:
                  "the per-trial overheads of a row move by about a tenth of a second, so smaller differences between "
                  "rows are noise.")
     notes.append(f"The benchmark took {time.perf_counter() - started:.0f} s in all (warm-up and servers included).")
-    header = f"{machine()} · git {_git_commit()}; command: `python -m mlc.bench sweeps`"
+    header = f"{machine()} · git {git_describe(ROOT)}; command: `python -m benchmarks sweeps`"
     text = render(overhead, throughput, help_s, notes, start_load, header)
     path = write("sweeps.md", text)
     return f"{text}\n(written to {path})"

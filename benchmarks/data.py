@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mlc.bench.common import machine, median_seconds, write
+from benchmarks.common import median_seconds, write
 from mlc.config import build, compose_config
 from mlc.optim import param_groups
+from mlc.provenance import machine
 
 NUM_IMAGES = 384
 PHOTO_SIZE = (500, 375)  # a typical COCO / VOC photo
@@ -79,7 +80,7 @@ def step_rate(cfg, source, train, batch_size: int) -> float:
 
 
 def run() -> str:
-    with tempfile.TemporaryDirectory(prefix="mlc-bench-data-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="benchmarks-data-") as tmp:
         root = Path(tmp)
         write_fixture(root)
         cfg = compose_config(["dataset=csv", f"dataset.root={root}", f"paths.cache={root / 'cache'}"])

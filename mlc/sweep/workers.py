@@ -1,9 +1,9 @@
 """``mlc sweep --workers N [--gpus-per-worker G] [overrides]``: N sweep processes filling the same studies.
 
-Each worker is an ordinary ``mlc sweep`` (``python -m mlc.train -m``) on the same sweep directory and
+Each worker is an ordinary ``mlc sweep`` (``python -m mlc.cli.train -m``) on the same sweep directory and
 Optuna storage: it asks for its next trial when it is free, so there is no batch barrier, and the
 storage hands out trial numbers atomically, so the studies end with exactly ``n_trials`` finished
-trials (``mlc.studies.within_budget``) and no parameters are proposed twice (each trial's sampler is
+trials (``mlc.sweep.study.within_budget``) and no parameters are proposed twice (each trial's sampler is
 seeded by its number). This process owns the sweep's one MLflow parent run: it opens it before the
 workers start (they attach to it through the sweep directory), and ends it when the last one exits,
 with the sweep summary the last worker wrote. With GPUs, worker i sees only its own devices
@@ -26,6 +26,12 @@ import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from mlc.errors import MlcError
+from mlc.stores import sqlite_file
+from mlc.sweep.parent import LAUNCHER_PID_ENV, SHARED_PARENT_ENV, attach_sweep_summary, start_sweep_parent
+from mlc.sweep.summary import refresh_summary
+from mlc.tracking import tracking_settings
 
 
 def parse(argv: list[str]) -> tuple[int, int | None, list[str]]:
@@ -76,17 +82,8 @@ def device_sets(workers: int, gpus_per_worker: int | None) -> list[str | None]:
 
 
 def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
+    # deferred: mlc.config loads torch (~2 s); a bad --workers/--gpus-per-worker is refused without it
     from mlc.config import check_before_hydra, compose_config, quote_override
-    from mlc.errors import MlcError
-    from mlc.stores import sqlite_file
-    from mlc.sweeps import refresh_summary
-    from mlc.tracking import (
-        LAUNCHER_PID_ENV,
-        SHARED_PARENT_ENV,
-        attach_sweep_summary,
-        start_sweep_parent,
-        tracking_settings,
-    )
 
     sweep_args = ["-m", *args]
     error, code, _ = check_before_hydra(sweep_args)  # typos and the outputs folder, before anything starts
@@ -113,7 +110,7 @@ def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
         try:
             tracker = start_sweep_parent(settings, sweep_dir, f"{choices.get('hparams_search') or 'sweep'}-"
-                                         f"{sweep_dir.name}", args, **{"mlc.workers": str(workers)})
+                                         f"{sweep_dir.name}", args, **{"mlc.sweep.workers": str(workers)})
         except MlcError as err:
             return _fail(str(err))
         env[SHARED_PARENT_ENV] = tracker.run_id
@@ -127,7 +124,7 @@ def run(workers: int, gpus_per_worker: int | None, args: list[str]) -> int:
     for visible, log_path in zip(devices, logs, strict=True):
         worker_env = env | {k: os.environ.get(k, threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} \
             | ({"CUDA_VISIBLE_DEVICES": visible} if visible is not None else {})
-        cmd = [sys.executable, "-m", "mlc.train", *sweep_args, f"hydra.sweep.dir={quote_override(str(sweep_dir))}"]
+        cmd = [sys.executable, "-m", "mlc.cli.train", *sweep_args, f"hydra.sweep.dir={quote_override(str(sweep_dir))}"]
         # Each worker writes its own log file (no pipe that breaks when this process dies), in its own session
         # (a Ctrl-C reaches it once, from here), and gets SIGTERM if this process dies, even by SIGKILL.
         with open(log_path, "a") as out:

@@ -1,42 +1,31 @@
 """Pruning sweep trials at epoch boundaries (``hydra/sweeper/pruner=median|percentile|hyperband|threshold``).
 
 Hydra's stock Optuna sweeper cannot prune (hydra#1954): its trials never talk to Optuna while they
-train. mlc's sweeper hands each trial its Optuna identity through the job's environment
-(``hydra.job.env_set.MLC_OPTUNA_TRIAL``: storage URL, study name, trial number and the pruner's
-config), so it reaches the training process whatever the launcher (in-process, joblib, submitit).
+train. mlc's sweeper hands each trial its Optuna identity in the trial's message (``mlc.sweep.trial``:
+storage URL, study name, trial number and the pruner's config), which reaches the training process
+whatever the launcher (in-process, joblib, submitit).
 The trainer then reports the monitored validation metric of each epoch to that trial — the
 intermediate values Optuna's pruners and dashboards use — and, when the pruner says so, stops at
 the epoch boundary (after its checkpoints are written) with ``TrialPruned``; the sweeper records
 the trial PRUNED (it counts towards ``n_trials``) and its MLflow run ends KILLED, tagged ``mlc.pruned``.
 
-The pruner is rebuilt in the training process from that environment variable, so only Optuna's
+The pruner is rebuilt in the training process from that message, so only Optuna's
 own pruner classes may be named there: nothing in the environment chooses other code to run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any
 
 from mlc.engine.callbacks import Callback
-from mlc.errors import ConfigError, MlcError
+from mlc.errors import ConfigError, MlcError, TrialPruned
+from mlc.sweep.trial import TrialSpec
 
 log = logging.getLogger("mlc")
 
-TRIAL_ENV = "MLC_OPTUNA_TRIAL"
 PRUNERS = ("NopPruner", "MedianPruner", "PercentilePruner", "HyperbandPruner", "SuccessiveHalvingPruner",
            "ThresholdPruner", "PatientPruner", "WilcoxonPruner")
-
-
-class TrialPruned(MlcError):
-    """The trial's pruner stopped it at an epoch boundary (its checkpoints are complete)."""
-
-
-def trial_env(storage: str, study: str, number: int, pruner: dict | None) -> str:
-    """The value of ``MLC_OPTUNA_TRIAL`` for one trial."""
-    return json.dumps({"storage": storage, "study": study, "number": int(number), "pruner": pruner or {}})
 
 
 def build_pruner(spec: dict | None) -> Any:
@@ -59,13 +48,13 @@ class PruningReporter(Callback):
     """Reports each epoch's monitored value to the trial; raises ``TrialPruned`` when it should stop."""
 
     def __init__(self, storage: str, study: str, number: int, pruner: dict | None, monitor: str):
-        import optuna
-        from optuna.trial import Trial
+        import optuna  # deferred: only a sweep trial needs Optuna
+
+        from mlc.sweep import optuna_api  # deferred: loads Optuna; mlc.train imports this module in every run
 
         self.monitor, self.number = monitor, int(number)
         self.study = optuna.load_study(study_name=study, storage=storage, pruner=build_pruner(pruner))
-        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, self.number)
-        self.trial = Trial(self.study, trial_id)
+        self.trial = optuna_api.trial_of(self.study, self.number)
 
     def on_epoch_end(self, trainer: Any, record: dict[str, float], improved: bool = False) -> None:
         epoch = int(record["epoch"])
@@ -85,16 +74,14 @@ class _FollowRankZero(Callback):
             raise TrialPruned(f"pruned at epoch {int(record['epoch'])} (decided on rank 0)")
 
 
-def reporter_from_env(monitor: str, is_main: bool = True) -> PruningReporter | _FollowRankZero | None:
-    """The reporter of a sweep trial (``MLC_OPTUNA_TRIAL`` set by mlc's sweeper), else None."""
-    raw = os.environ.get(TRIAL_ENV)
-    if not raw:
+def reporter_for(trial: TrialSpec | None, monitor: str, is_main: bool = True) -> Callback | None:
+    """The reporter of a sweep trial (None outside mlc's sweeper, or for an in-memory study)."""
+    if trial is None or trial.storage is None:
         return None
     if not is_main:
         return _FollowRankZero()
     try:
-        spec = json.loads(raw)
-        return PruningReporter(spec["storage"], spec["study"], spec["number"], spec.get("pruner"), monitor)
+        return PruningReporter(trial.storage, trial.study, trial.number, trial.pruner, monitor)
     except MlcError:
         raise
     except Exception as err:  # a trial that cannot report still trains; the sweep loses only its pruning

@@ -1,20 +1,15 @@
-"""Shared pieces of the benchmarks: timing and the machine description written with every table."""
+"""Shared pieces of the benchmarks: timing and writing the tables (the machine line: ``mlc.provenance``)."""
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
-
-import torch
 
 from mlc.engine.callbacks import Callback
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
 
 def median_seconds(fn: Callable[[], object], min_time: float = 0.3, repeats: int = 7, warmup: int = 3) -> float:
@@ -95,19 +90,6 @@ class AlternatingRates(Callback):
         return {"trainer": statistics.median(t for t, _ in self.rates),
                 "bare": statistics.median(b for _, b in self.rates),
                 "ratio": statistics.median(t / b for t, b in self.rates), "rounds": len(self.rates)}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{date.today().isoformat()} · {cpu} · {os.cpu_count()} cores · torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads) · Python {platform.python_version()}")
 
 
 def write(name: str, text: str) -> Path:

@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from mlc.provenance import git_commit, machine
+from mlc.stores import journal_file, sqlite_file
+
+REPO = Path(__file__).resolve().parents[2]
 READING_START, READING_END = "<!-- reading: written by hand, kept when the file is re-made -->", "<!-- /reading -->"
 TINY = ("trainer.max_epochs=1", "dataset.train_size=128", "dataset.val_size=64", "dataset.test_size=64",
         "trainer.batch_size=32", "trainer.tune_thresholds=null")
@@ -79,8 +82,8 @@ class Plan:
 
 def plan(outputs: Path, name: str, arguments: list[str]) -> Plan:
     """The preset's sweep planned as the sweep will plan it (``mlc.sweep.plan``); its folder is ``sweep_folder``'s."""
-    from mlc.config import compose_config
-    from mlc.sweep.plan import plan_sweep, storage_url
+    from mlc.config import compose_config  # deferred: mlc.config loads torch and Hydra; `mlc reproduce --help` does not
+    from mlc.sweep.plan import plan_sweep, storage_url  # deferred: loads Hydra's override parser; `--help` does not
 
     with _outputs_env(outputs):  # the storage the runs will use
         cfg = compose_config([f"experiment={name}", *arguments], hydra=True)
@@ -103,8 +106,7 @@ def _folder_of_trials(study_names: list[str], url: str | None) -> Path | None:
     """The sweep folder the first recorded trial of these studies ran in (None: no such trial yet)."""
     import optuna
 
-    from mlc.stores import journal_file, sqlite_file
-    from mlc.studies import open_storage
+    from mlc.sweep.study import open_storage  # deferred: loads Optuna; `mlc reproduce --help` does not
 
     path = (sqlite_file(url) or journal_file(url)) if url else None
     if url is None or (path is not None and not path.is_file()):
@@ -133,8 +135,8 @@ def _outputs_env(outputs: Path):
 
 def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
     """The tiny form: 1 epoch of small data and the first and last values of each grid list (a phase's too)."""
-    from mlc.config import compose_config
-    from mlc.sweep.plan import flatten_leaves as flat
+    from mlc.config import compose_config  # deferred: mlc.config loads torch and Hydra; `mlc reproduce --help` does not
+    from mlc.flat import flatten as flat  # deferred: loads OmegaConf; `mlc reproduce --help` does not
 
     sweeper = compose_config([f"experiment={preset.name}", *overrides], hydra=True).hydra.sweeper
     grids = [("study_grid", flat(sweeper.study_grid)), *((f"phases.{i}.study_grid", flat(phase.get("study_grid")))
@@ -163,7 +165,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
 
     def sweep(directory: Path, arguments: list[str]) -> None:
         command = [sys.executable, "-m", *(("mlc.cli", "sweep", f"--workers={workers}") if workers > 1
-                                           else ("mlc.train", "-m")),
+                                           else ("mlc.cli.train", "-m")),
                    f"experiment={name}", f"hydra.sweep.dir={_path_value(directory)}", *_last_wins(arguments)]
         say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
         done = subprocess.run(command, cwd=REPO, env=env)
@@ -252,7 +254,7 @@ def _call(module_and_args: list[str], name: str, env: dict, say) -> None:
 
 
 def _search_monitor(folder: Path) -> str:
-    from mlc.report.lambda_study import read_search
+    from mlc.report.lambda_study import read_search  # deferred: loads numpy; `mlc reproduce --help` does not
 
     return read_search(folder)[0]
 
@@ -261,7 +263,7 @@ def _path_value(path: Path) -> str:
     """A folder as a Hydra override value: quoted only where it holds characters Hydra would read."""
     import re
 
-    from mlc.config import quote_override
+    from mlc.config import quote_override  # deferred: mlc.config loads torch and Hydra; `mlc reproduce --help` does not
 
     return str(path) if re.fullmatch(r"[\w/.@-]+", str(path)) else quote_override(str(path))
 
@@ -286,7 +288,7 @@ def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: P
     files = {p.name for p in report_dir.iterdir()}
     lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.claim}.", "",
              "## How it was made", "", "```", command, "```", "",
-             f"- machine: {_machine()}", f"- date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; git commit "
+             f"- machine: {machine()}", f"- date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; git commit "
              f"{commit}; wall time {seconds / 60:.1f} min (runs continued from an earlier invocation "
              "are not counted again)"]
     if study_dir is None:
@@ -341,20 +343,10 @@ def _ends(values: list) -> list:
 
 
 def _git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    commit = git_commit(REPO)
+    if commit is None:
         return "unknown (not a git checkout)"
-    return f"{head}{' (with uncommitted changes)' if dirty else ''}"
-
-
-def _machine() -> str:
-    from mlc.bench.common import machine
-
-    return machine()
+    return f"{commit[0][:7]}{' (with uncommitted changes)' if commit[1] else ''}"
 
 
 def main(argv: list[str] | None = None) -> int:

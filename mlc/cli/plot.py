@@ -1,4 +1,4 @@
-"""``python -m mlc.plot <figure> ...``: figures that explain mlc's losses, written as PNG files.
+"""``python -m mlc.cli.plot <figure> ...``: figures that explain mlc's losses, written as PNG files.
 
 ``likelihood [--lam 0.02] [--alpha 1] [--labels 1,0] [--points 201] --output DIR`` draws the two-class
 simulation of the any-class presence likelihood (LOSSES.md §1; the math is in ``mlc.likelihood``): over a
@@ -128,7 +128,7 @@ def run_likelihood(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m mlc.plot", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m mlc.cli.plot", description=__doc__.splitlines()[0])
     figures = parser.add_subparsers(dest="figure", metavar="figure", required=True)
     lik = figures.add_parser("likelihood", help="the two-class any-class likelihood simulation",
                              description="Probability aggregations, likelihoods and loss surfaces of the any-class "

@@ -1,4 +1,4 @@
-"""Remove what mlc wrote under an outputs folder, and nothing else: ``python -m mlc.clean OUTPUTS_DIR [--dry-run]``.
+"""Remove what mlc wrote under an outputs folder, and nothing else: ``python -m mlc.cli.clean OUTPUTS_DIR [--dry-run]``.
 
 ``make clean`` used to run ``rm -rf $(OUTPUTS)/*``: an empty ``OUTPUTS`` made that ``rm -rf /*``, the
 ``MLC_OUTPUTS`` variable the rest of mlc honours was ignored, and every file in the folder went, not only
@@ -19,6 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from mlc.stores import MARKER  # (standard library only, as this module)
+
 # Every top-level entry that mlc writes into its outputs folder; nothing else there is ever deleted.
 # Extend this tuple when mlc starts writing something new.
 MLC_ENTRIES: tuple[str, ...] = (
@@ -33,10 +35,7 @@ MLC_ENTRIES: tuple[str, ...] = (
 )
 
 GITKEEP = ".gitkeep"
-MARKER = ".mlc-outputs"  # written by mlc (mlc.config.mark_outputs) into every outputs folder it uses
-MARKER_TEXT = ("mlc writes its runs, sweeps, caches and stores into this folder; `make clean` removes only those, "
-               "and only from a folder holding this file.\n")
-REPO = Path(__file__).resolve().parents[1]  # the parent of the mlc/ package
+REPO = Path(__file__).resolve().parents[2]  # the parent of the mlc/ package
 
 
 class Refused(Exception):
@@ -122,7 +121,7 @@ def clean(folder: Path, dry_run: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlc.clean", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mlc.cli.clean", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", help="the outputs folder (make clean passes $(OUTPUTS))")
     parser.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
     args = parser.parse_args(argv)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlc.bench.common import machine, write
+from benchmarks.common import write
+from mlc.provenance import machine
 
 CASES = [("100k × 1000, 1% positive", 100_000, 1000, 0.01), ("100k × 200, 20% positive", 100_000, 200, 0.20)]
 IMPLEMENTATIONS = ("scikit-learn", "mlc", "per-class sort", "torchmetrics")
@@ -124,7 +125,7 @@ def run() -> str:
             results = {}
             for name in IMPLEMENTATIONS:
                 out = Path(tmp) / f"{name}.npy"
-                cmd = [sys.executable, "-m", "mlc.bench.metrics", name, str(inputs), str(out)]
+                cmd = [sys.executable, "-m", "benchmarks.metrics", name, str(inputs), str(out)]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 results[name] = json.loads(done.stdout.strip().splitlines()[-1]) | {"ap": np.load(out)}
             base = results["scikit-learn"]
@@ -134,7 +135,7 @@ def run() -> str:
                 rows.append(f"| {label} | {name} | {r['seconds']:.2f}{' (scaled)' if r['scaled'] else ''} | "
                             f"{base['seconds'] / r['seconds']:.1f}× | {same:.1e} | {_mb(r['peak_mb'])} |")
     text = "\n".join([
-        "# Exact mAP at scale (`make bench`, mlc/bench/metrics.py)", "",
+        "# Exact mAP at scale (`make bench`, benchmarks/metrics.py)", "",
         f"{machine()}", "",
         "Per-class average precision of float32 probabilities, every implementation in a fresh process on the same "
         "seeded data; speed-up against scikit-learn's `average_precision_score(average=None)` measured in the same "

@@ -1,6 +1,6 @@
 """Optuna studies that survive restarts, kills and a second worker.
 
-What the sweeper (``hydra_plugins/mlc_sweepers/study_grid.py``) and ``python -m mlc.sweeps`` share:
+What the sweeper (``hydra_plugins/mlc_sweepers/study_grid.py``) and ``python -m mlc.sweep.summary`` share:
 
 - ``open_storage``: the RDB storage with Optuna's **heartbeat** (a thread records each running
   trial's heartbeat every ``heartbeat_interval`` s, in the database's own clock); a RUNNING trial
@@ -34,11 +34,13 @@ from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface of storages with heartbeats (RDB, cached)
 from optuna.trial import FrozenTrial, TrialState
 
 from mlc.errors import ConfigError, MlcError
+from mlc.flat import flatten
 from mlc.stores import SQLITE_TIMEOUT_S, check_storage_url, journal_file, opening, sqlite_file
+from mlc.sweep import optuna_api
+from mlc.tracking import quiet_mlflow_logs
 
 log = logging.getLogger("mlc.sweep")
 
@@ -97,11 +99,11 @@ def open_storage(url: str | None, key: str = "hydra.sweeper.storage",
 def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial | FrozenTrial) -> Iterator[None]:
     """Record ``trial``'s heartbeat every interval while the block runs (what ``study.optimize`` does
     for its own trials; an ask-and-tell loop has to do it itself)."""
-    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+    interval = optuna_api.heartbeat_interval(storage)
     if not interval:
         yield
         return
-    trial_id = trial._trial_id  # Optuna's storage key of a trial; it has no public name
+    trial_id = optuna_api.trial_id(trial)
     stop = threading.Event()
 
     def beat() -> None:
@@ -148,7 +150,7 @@ def reclaim(study: optuna.Study) -> list[FrozenTrial]:
 def _close_as_failed(study: optuna.Study, trial: FrozenTrial) -> bool:
     """FAIL a RUNNING trial of another process; False if someone else finished or closed it first."""
     try:
-        return study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        return optuna_api.storage_of(study).set_trial_state_values(optuna_api.trial_id(trial), state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
 
@@ -218,10 +220,11 @@ def within_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bo
     if len(counted) < n_trials:
         return True
     trial.set_user_attr(ATTR_SURPLUS, True)
-    continues = study._storage.get_trial(trial._trial_id).user_attrs.get(ATTR_CONTINUES)
+    storage, key = optuna_api.storage_of(study), optuna_api.trial_id(trial)
+    continues = storage.get_trial(key).user_attrs.get(ATTR_CONTINUES)
     study.tell(trial, state=TrialState.FAIL)
     if continues is not None:  # a queued continuation must not be lost to the race: queue it again
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = storage.get_trial(key)
         attrs = {k: v for k, v in frozen.user_attrs.items() if k in (ATTR_CONTINUES, ATTR_CHECKPOINT)}
         study.enqueue_trial(dict(frozen.params), user_attrs=attrs, skip_if_exists=False)
     return False
@@ -241,11 +244,9 @@ def retire_queued(study: optuna.Study, n_trials: int) -> None:
 
 def stale_trial_numbers(study: optuna.Study) -> list[int]:
     """Numbers of the RUNNING trials whose heartbeat is older than the grace period (read only)."""
-    storage = study._storage
-    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
-        return []
-    ids = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own test, without failing them
-    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in ids]
+    ids = optuna_api.stale_trial_ids(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t.number for t in running if ids and optuna_api.trial_id(t) in ids]
 
 
 def kill_mlflow_runs(trial: FrozenTrial, reason: str) -> None:
@@ -255,8 +256,6 @@ def kill_mlflow_runs(trial: FrozenTrial, reason: str) -> None:
         return
     try:
         from mlflow.tracking import MlflowClient
-
-        from mlc.tracking import quiet_mlflow_logs
 
         quiet_mlflow_logs()
         client = MlflowClient(uri)
@@ -319,8 +318,6 @@ class TrialSeededSampler(BaseSampler):
 def fingerprint(task_config: dict[str, Any], exclude: Sequence[str], search_space: dict[str, str],
                 direction: str) -> tuple[str, dict[str, Any]]:
     """(short hash, flat config) of what every trial of a study shares."""
-    from mlc.tracking import flatten
-
     def excluded(key: str) -> bool:
         return key.endswith("cache_dir") or any(key == p or key.startswith(p + ".")
                                                 for p in (*NOT_IN_FINGERPRINT, *exclude))

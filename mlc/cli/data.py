@@ -1,12 +1,12 @@
-"""``python -m mlc.data [--json] [--decode] [overrides]``: a dataset's statistics per split.
+"""``python -m mlc.cli.data [--json] [--decode] [overrides]``: a dataset's statistics per split.
 
-Builds the dataset exactly as ``python -m mlc.train <overrides>`` would (same config, same controls)
+Builds the dataset exactly as ``python -m mlc.cli.train <overrides>`` would (same config, same controls)
 and prints, per split, the number of images, negatives and the negative ratio actually reached,
 skipped images, and per-class counts with each class's head/medium/tail group (from its training
 count: head > 100, medium 20-100, tail < 20). ``--json`` prints the same as JSON. Examples::
 
-    python -m mlc.data dataset=voc2007 dataset.root=/data/VOCdevkit/VOC2007
-    python -m mlc.data dataset=coco_modified dataset.root=/data/coco dataset.negative_ratio=0.5 --json
+    python -m mlc.cli.data dataset=voc2007 dataset.root=/data/VOCdevkit/VOC2007
+    python -m mlc.cli.data dataset=coco_modified dataset.root=/data/coco dataset.negative_ratio=0.5 --json
 
 File-backed datasets are counted from their annotations (missing files included); ``--decode``
 also decodes every image (and fills the cache training uses), which finds corrupt ones. Nothing
@@ -57,8 +57,8 @@ def table(rep: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlc.data", description=__doc__.splitlines()[0],
-                                     epilog="overrides: Hydra key=value, as for python -m mlc.train")
+    parser = argparse.ArgumentParser(prog="python -m mlc.cli.data", description=__doc__.splitlines()[0],
+                                     epilog="overrides: Hydra key=value, as for python -m mlc.cli.train")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--decode", action="store_true", help="decode (and cache) every image first")
     args, overrides = parser.parse_known_args(argv)

@@ -17,9 +17,10 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from mlc.bench.common import AlternatingRates, machine, median_seconds, write
+from benchmarks.common import AlternatingRates, median_seconds, write
 from mlc.config import build, compose_config
 from mlc.optim import param_groups
+from mlc.provenance import machine
 
 STEPS = 20
 ROUNDS = 7  # trainer epochs, each followed by one bare-loop epoch
@@ -114,7 +115,7 @@ def run(cache_dir: str | None = None, rounds: int = ROUNDS) -> str:
     verdict = "meets" if loop["ratio"] >= TARGET else "misses"
     text = "\n".join([
         "# Training: mlc's trainer against a bare loop, and the data pipeline", "",
-        f"Measured by `make bench` (`python -m mlc.bench training`; {machine()}).", "",
+        f"Measured by `make bench` (`python -m benchmarks training`; {machine()}).", "",
         f"Default configuration: digits {cfg.dataset.image_size}×{cfg.dataset.image_size}, batch {bs}, "
         f"{workers} loader workers, `{cfg.backbone.name}`, loss `any_bce`, AdamW, warm-up cosine; CPU.", "",
         "## Trainer vs a bare PyTorch loop", "",
