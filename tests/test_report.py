@@ -28,8 +28,8 @@ import pytest
 from scipy import stats as sps
 
 from mlc.report import main
-from mlc.report.stats import (
-    NO_DIFFERENCE,
+from mlc.report.stats import (  # (INCONCLUSIVE and NO_INTERVAL come from mlc.report.verdicts)
+    INCONCLUSIVE,
     NO_INTERVAL,
     Cell,
     GroupSummary,
@@ -213,7 +213,7 @@ def test_paired_differences_and_their_intervals(store, digits_report):
             assert float(row[f"{m}_ci_low"]) == pytest.approx(d.mean() - half, abs=1e-12)
             assert float(row[f"{m}_ci_high"]) == pytest.approx(d.mean() + half, abs=1e-12)
     assert rows["any_bce", "cnn_small"]["test/f1_macro_verdict"] == "better"  # +0.05, CI far from 0
-    assert rows["any_bce", "resnet18"]["test/f1_macro_verdict"] == NO_DIFFERENCE  # ±0.02 seed noise
+    assert rows["any_bce", "resnet18"]["test/f1_macro_verdict"] == INCONCLUSIVE  # ±0.02 seed noise
     assert float(rows["any_bce", "resnet18"]["test/f1_macro_ci_low"]) < 0 < float(
         rows["any_bce", "resnet18"]["test/f1_macro_ci_high"])
     # test/loss is 0.05 lower for any_bce in every seed: lower is better for a loss
@@ -221,7 +221,7 @@ def test_paired_differences_and_their_intervals(store, digits_report):
 
     md = _md_rows(digits_report / "differences.md")
     resnet = next(r for r in md if r[1] == "resnet18")
-    assert resnet[4] == NO_DIFFERENCE and "better" not in resnet[3:5]
+    assert resnet[4] == INCONCLUSIVE and "better" not in resnet[3:5]
     d = np.array(store.values["any_bce", "cnn_small"]["test/f1_macro"]) - np.array(
         store.values["cb_bce", "cnn_small"]["test/f1_macro"])
     half = sps.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
@@ -393,7 +393,7 @@ def test_paired_difference_by_hand():
     assert (got.mean, got.low, got.high) == pytest.approx((d.mean(), d.mean() - half, d.mean() + half))
     assert paired_difference({s: v - 0.03 for s, v in base.items()}, base).verdict == "worse"
     noisy = {"0": 0.63, "1": 0.60, "2": 0.59, "3": 0.62}
-    assert paired_difference(noisy, base).verdict == NO_DIFFERENCE
+    assert paired_difference(noisy, base).verdict == INCONCLUSIVE
     assert paired_difference({s: v - 0.03 for s, v in base.items()}, base, lower_better=True).verdict == "better"
     only_one = paired_difference({"0": 0.7, "9": 0.1}, base)  # seeds are paired: "9" has no partner
     assert (only_one.n, only_one.verdict, only_one.low) == (1, NO_INTERVAL, None)

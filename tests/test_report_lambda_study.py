@@ -42,12 +42,13 @@ def test_near_best_is_every_searched_lambda_within_one_seed_std_of_the_best():
     assert near_best(losses, 1.0, 0.05, lower_better=True) == (0.001, 0.01)
 
 
-def test_a_lambda_near_best_at_every_ratio_means_no_relation_is_shown():
+def test_a_lambda_near_best_at_every_ratio_is_inconclusive_not_no_relation():
     rows = [row(r, 0.01 * (i + 1), [0.005, 0.01 * (i + 1), 0.06]) for i, r in enumerate(RATIOS)]
     (rel,) = relations(rows)
     assert rel.rho == pytest.approx(1.0) and rel.common == (0.005, 0.06)  # a trend in λ*, but inside the noise
-    assert rel.verdict.startswith("no relation shown: λ from 0.005 to 0.06 is within the seed spread of the best "
-                                  "at every ratio (Spearman ρ = +1.00")
+    assert rel.verdict.startswith("inconclusive: λ from 0.005 to 0.06 is within the seed spread of the best "
+                                  "at every ratio, so these seeds cannot tell the ratios' best λ apart "
+                                  "(Spearman ρ = +1.00")
 
 
 def test_disjoint_spans_with_a_monotone_best_lambda_are_a_trend():
@@ -66,7 +67,7 @@ def test_the_rank_correlation_is_spearmans_rho_worked_out_by_hand():
     (rel,) = relations([row(r, lam, [lam]) for r, lam in zip(RATIOS, lams, strict=True)])
     assert rel.rho == pytest.approx(0.8)
     assert rel.p == pytest.approx(0.104, abs=0.001)  # t = 0.8*sqrt(3/0.36) = 2.309 with 3 degrees of freedom
-    assert rel.verdict.startswith("no monotone relation shown, but no single λ is near-best at every ratio")
+    assert rel.verdict.startswith("inconclusive: the best λ moves between ratios without a monotone trend at 5%")
 
 
 def test_without_a_seed_spread_the_relation_is_not_decided_and_two_ratios_give_no_correlation():

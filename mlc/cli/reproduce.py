@@ -314,7 +314,8 @@ def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: P
         to = (f"`{key}={preset.baseline}`" if ":" not in preset.baseline else "each " + key + "'s own baseline ("
               + ", ".join(f"`{a}` → `{b}`" for a, b in (p.split(":") for p in preset.baseline.split(","))) + ")")
         lines += ["", f"Paired per-seed differences to {to} "
-                  "(95% t interval; an interval holding 0 is *no difference*):", "",
+                  "(95% t interval; *better*/*worse*: it excludes 0 and survives Holm's correction; *equivalent*: "
+                  "inside ±δ; else *inconclusive*, with what the seeds could have detected):", "",
                   _read(report_dir / "differences.md")]
     if "best_lambda.md" in files:
         lines += ["", "Best λ per negative ratio:", "", _read(report_dir / "best_lambda.md")]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlc.report import figures, stats, tables
+from mlc.report import figures, stats, tables, verdicts
 from mlc.report.runs import (
     SWEEP_DIR_TAG,
     ReportError,
@@ -52,6 +52,7 @@ class Options:
     baseline: str | None = None
     runs: list[str] | None = None
     all_statuses: bool = False
+    margins: dict[str, float] = field(default_factory=dict)  # --margin: δ per metric (others: the default)
     argv: list[str] = field(default_factory=list)
 
 
@@ -139,7 +140,7 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
     put("table.tex", tables.to_latex(table, "mean ± sample std over seeds (n seeds); best mean in bold"))
     diff_md = None
     if opts.baseline is not None:
-        rows = stats.differences(sel.summaries, sel.pairs, metrics)
+        rows = stats.differences(sel.summaries, sel.pairs, metrics, opts.margins)
         if not rows:
             notes.append(f"differences: every group has {keys[0]}={opts.baseline}; nothing to compare")
         for r in rows:
@@ -149,7 +150,7 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
         diff_md = put("differences.md", tables.to_markdown(diff))
         put("differences.csv", tables.differences_csv(rows, keys, metrics))
         put("differences.tex", tables.to_latex(diff, f"paired per-seed differences to {baseline_text(keys[0], opts)}; "
-                                                     f"95% Student-t interval"))
+                                                     f"95% Student-t interval; {verdict_rule(opts, metrics)}"))
     figure_links: list[tuple[str, str]] = []
 
     def figure(name: str, caption: str, draw) -> None:
@@ -164,6 +165,16 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
     _scores_figures(sel, opts, figure, notes)
     put("report.md", _index(sel, opts, table_md, diff_md, best_md, figure_links, notes))
     return written
+
+
+def verdict_rule(opts: Options, metrics: list[str]) -> str:
+    """The verdict words as the report states them, with the margins used."""
+    margins = {m: opts.margins.get(m, verdicts.DEFAULT_MARGIN) for m in metrics}
+    delta = (f"δ = {next(iter(margins.values())):g}" if len(set(margins.values())) == 1
+             else "δ: " + ", ".join(f"{m} {v:g}" for m, v in margins.items()))
+    return (f"*better*/*worse*: the interval excludes 0 and the verdict survives Holm's correction over the "
+            f"table's comparisons; *equivalent*: the interval lies inside ±δ ({delta}); otherwise *inconclusive* "
+            f"(the seeds could not tell, which is not *no difference*)")
 
 
 def baseline_text(key: str, opts: Options) -> str:
@@ -380,7 +391,9 @@ def _index(sel: Selection, opts: Options, table_md: str, diff_md: str | None, be
     if diff_md is not None:
         lines += [f"## Differences to {baseline_text(keys[0], opts)}", "",
                   "Per seed, each group minus the baseline group with the same other keys, over the seeds both have; "
-                  "mean and 95% Student-t interval. An interval containing 0 is *no difference (within seed noise)* "
+                  f"mean and 95% Student-t interval. {verdict_rule(opts, opts.metrics)}. MDE: the difference these "
+                  "pairs would detect with 80% power (paired t-test, 5%) at the observed spread; in brackets the "
+                  "seeds that would detect ±δ "
                   "(files: [differences.md](differences.md), [differences.csv](differences.csv), "
                   "[differences.tex](differences.tex)).", "", diff_md]
     if best_md is not None:

@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -59,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
                    "the first one is the λ figure's")
     p.add_argument("--baseline", help="a value of the first --group-by key: paired differences to that group; or "
                    "pairs 'value:baseline,...' (e.g. any_bce:cb_bce,any_focal:cb_focal): each value against its own")
+    p.add_argument("--margin", default=None, help="δ of an 'equivalent' verdict: a difference inside ±δ does not "
+                   "matter; one number for every metric, or 'metric=δ,...' (default: 0.01, one point of a fraction)")
     p.add_argument("--runs", help="comma-separated run ids for the PR/AP figures (default: the lowest seed of "
                                   "each group)")
     p.add_argument("--all-statuses", action="store_true", help="also runs that did not end FINISHED")
@@ -74,6 +77,33 @@ def comma_list(text: str, option: str) -> list[str]:
     if len(set(items)) != len(items):
         raise ReportError(f"{option}={text!r}: a value is repeated")
     return items
+
+
+def parse_margins(text: str | None, metrics: list[str]) -> dict[str, float]:
+    """``--margin``: '0.02' for every metric, or 'test/f1_macro=0.02,test/map=0.01' (others: the default)."""
+    if text is None:
+        return {}
+    items = comma_list(text, "--margin")
+    if len(items) == 1 and "=" not in items[0]:
+        return dict.fromkeys(metrics, _margin(items[0], text))
+    margins = {}
+    for item in items:
+        metric, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or metric not in metrics:
+            raise ReportError(f"--margin={text!r}: {item!r} is not 'metric=δ' for one of --metrics "
+                              f"({', '.join(metrics)})")
+        margins[metric] = _margin(value, text)
+    return margins
+
+
+def _margin(value: str, text: str) -> float:
+    try:
+        margin = float(value)
+    except ValueError:
+        margin = math.nan
+    if not 0 < margin < math.inf:
+        raise ReportError(f"--margin={text!r}: {value!r} is not a positive number")
+    return margin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +128,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         group_by=comma_list(args.group_by, "--group-by"),
         metrics=comma_list(args.metrics, "--metrics"), filter=args.filter, sweep=args.sweep, baseline=args.baseline,
         runs=comma_list(args.runs, "--runs") if args.runs is not None else None, all_statuses=args.all_statuses,
-        argv=argv)
+        margins=parse_margins(args.margin, comma_list(args.metrics, "--metrics")), argv=argv)
     selection = build.select(opts)
     written = build.write(selection, opts)
     if args.no_log:

@@ -152,18 +152,19 @@ def relations(rows: list[Row]) -> list[Relation]:
 
 
 def verdict(rel: Relation) -> str:
-    """The fixed rules: a λ range near-best at every ratio means no relation shown; without a seed spread
-    nothing is decided; else a rank correlation with p < 0.05 is a trend; else the best λ moves without one."""
+    """The fixed rules, in the verdict words of ``mlc.report.verdicts``: without a seed spread nothing is
+    decided; a rank correlation with p < 0.05 is a trend; anything else is *inconclusive*, saying why (a λ
+    range near-best at every ratio, or best λ that move without a trend), never "no relation"."""
     trend = f"Spearman ρ = {rel.rho:+.2f}, p = {rel.p:.2g}, {rel.ratios} ratios" if rel.rho is not None else \
         f"{rel.ratios} ratio(s): too few for a rank correlation"
-    if rel.common is not None:
-        return (f"no relation shown: λ from {_lam(rel.common[0])} to {_lam(rel.common[1])} is within the seed "
-                f"spread of the best at every ratio ({trend})")
     if not rel.spans_known:  # a trend in one seed's winners alone could be noise
         return f"not decided: no seed spread to judge the best λ by (re-run it over seeds); {trend}"
+    if rel.common is not None:
+        return (f"inconclusive: λ from {_lam(rel.common[0])} to {_lam(rel.common[1])} is within the seed spread "
+                f"of the best at every ratio, so these seeds cannot tell the ratios' best λ apart ({trend})")
     if rel.rho is not None and rel.p is not None and rel.p < SIGNIFICANCE:
         return f"the best λ {'rises' if rel.rho > 0 else 'falls'} with the negative ratio ({trend})"
-    return f"no monotone relation shown, but no single λ is near-best at every ratio ({trend})"
+    return f"inconclusive: the best λ moves between ratios without a monotone trend at 5% ({trend})"
 
 
 def build_rows(searches: list[Search], summaries, series_keys: list[str], objective: str, metrics: list[str],

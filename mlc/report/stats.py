@@ -7,8 +7,8 @@ Conventions, chosen so that a table never overstates a result:
   of training noise, not runs;
 - two groups are compared **paired by seed** (same seed = same initialisation and data order, so the
   seed's share of the noise cancels) over the seeds both have, with a 95% Student-t interval on the
-  mean difference; an interval containing 0 is "no difference (within seed noise)", whatever the
-  sign of the mean; with one pair there is no interval and no verdict;
+  mean difference and a verdict of ``verdicts``: better, worse, equivalent (inside ±δ) or
+  inconclusive, with what the seeds could have detected; with one pair there is no interval and no verdict;
 - "better" means larger, except for metrics named ``...loss``.
 """
 
@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from mlc.report import verdicts
 from mlc.report.runs import RunRecord
+from mlc.report.verdicts import BETTER, INCONCLUSIVE, NO_INTERVAL, NO_PAIRS, WORSE
 
-BETTER, WORSE = "better", "worse"
-NO_DIFFERENCE = "no difference (within seed noise)"
-NO_INTERVAL = "n=1: no interval"
-NO_PAIRS = "no common seed"
-CONFIDENCE = 0.95
 DECIMALS = 4  # metrics are fractions: 4 decimals resolve 0.01% and no more than seeds can
 
 
@@ -127,27 +124,46 @@ class Difference:
     high: float | None
     n: int
     verdict: str
+    margin: float = verdicts.DEFAULT_MARGIN  # δ of "equivalent"
+    p: float | None = None  # paired t-test p-value of no difference
+    mde: float | None = None  # the difference n pairs detect with 80% power at the observed spread
+    seeds_needed: int | None = None  # pairs that detect δ with 80% power at that spread (None: more than 1000)
+    holm_demoted: str | None = None  # the verdict ("better"/"worse") Holm's correction over the table undid
+
+    @property
+    def label(self) -> str:
+        return f"{self.verdict} ({self.holm_demoted} before Holm)" if self.holm_demoted else self.verdict
 
 
 def paired_difference(values: dict[str, float], baseline: dict[str, float], lower_better: bool = False,
-                      confidence: float = CONFIDENCE) -> Difference:
-    """Mean of ``values[s] - baseline[s]`` over the seeds s both have, with a Student-t interval."""
-    from scipy import stats
-
+                      margin: float = verdicts.DEFAULT_MARGIN) -> Difference:
+    """Mean of ``values[s] - baseline[s]`` over the seeds s both have, its 95% Student-t interval, the
+    verdict and what the pairs could detect (``mlc.report.verdicts``)."""
     seeds = [s for s in values if s in baseline]
     d = np.array([values[s] - baseline[s] for s in seeds], dtype=np.float64)
     if len(d) == 0:
-        return Difference(math.nan, None, None, 0, NO_PAIRS)
+        return Difference(math.nan, None, None, 0, NO_PAIRS, margin)
     mean = float(d.mean())
     if len(d) == 1:
-        return Difference(mean, None, None, 1, NO_INTERVAL)
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    low, high = mean - half, mean + half
-    if low <= 0 <= high:
-        verdict = NO_DIFFERENCE
-    else:
-        verdict = BETTER if (mean > 0) != lower_better else WORSE
-    return Difference(mean, low, high, len(d), verdict)
+        return Difference(mean, None, None, 1, NO_INTERVAL, margin)
+    low, high = verdicts.interval(d)
+    sd = float(d.std(ddof=1))
+    mde = verdicts.detectable_effect(len(d)) * sd
+    needed = verdicts.seeds_needed(margin / sd) if sd > 0 else len(d)
+    return Difference(mean, low, high, len(d), verdicts.verdict(low, high, mean, margin, lower_better), margin,
+                      verdicts.p_value(d), mde, needed)
+
+
+def holm_over(rows: Sequence[DifferenceRow]) -> list[DifferenceRow]:
+    """The rows with Holm's correction over every comparison in them (rows × metrics): a better/worse
+    verdict that does not survive it becomes inconclusive, saying what it was."""
+    cells = [(r, m) for r in rows for m, d in r.diffs.items() if d.p is not None]
+    keep = verdicts.holm([r.diffs[m].p for r, m in cells])
+    for (r, m), kept in zip(cells, keep, strict=True):
+        d = r.diffs[m]
+        if d.verdict in (BETTER, WORSE) and not kept:
+            r.diffs[m] = replace(d, verdict=INCONCLUSIVE, holm_demoted=d.verdict)
+    return list(rows)
 
 
 @dataclass
@@ -174,10 +190,10 @@ def baseline_pairs(baseline: str, present: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
-def differences(summaries: Sequence[GroupSummary], pairs: dict[str, str], metrics: Sequence[str]
-                ) -> list[DifferenceRow]:
+def differences(summaries: Sequence[GroupSummary], pairs: dict[str, str], metrics: Sequence[str],
+                margins: dict[str, float] | None = None) -> list[DifferenceRow]:
     """Each group whose first key is in ``pairs`` against the group with its baseline value there and the same
-    values of the other keys (rows without such a group get n=0)."""
+    values of the other keys (rows without such a group get n=0); Holm's correction over the whole table."""
     by_values = {s.values: s for s in summaries}
     rows = []
     for s in summaries:
@@ -189,10 +205,11 @@ def differences(summaries: Sequence[GroupSummary], pairs: dict[str, str], metric
         for m in metrics:
             mine = seed_values(s.runs, m)
             theirs = seed_values(partner.runs, m) if partner else {}
-            diffs[m] = paired_difference(mine, theirs, lower_is_better(m))
+            diffs[m] = paired_difference(mine, theirs, lower_is_better(m),
+                                         (margins or {}).get(m, verdicts.DEFAULT_MARGIN))
         n = next(iter(diffs.values())).n if diffs else 0
         rows.append(DifferenceRow(s.values, partner_values, n, diffs))
-    return rows
+    return holm_over(rows)
 
 
 @dataclass(frozen=True)

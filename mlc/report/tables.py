@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mlc.report import verdicts
 from mlc.report.stats import DECIMALS, Difference, DifferenceRow, GroupSummary, LambdaPoint, best_rows
 
 DASH = "—"
@@ -49,19 +50,22 @@ def summary_csv(summaries: Sequence[GroupSummary], keys: Sequence[str], metrics:
 
 
 def differences_table(rows: Sequence[DifferenceRow], keys: Sequence[str], metrics: Sequence[str]) -> Table:
-    """Per group and metric: Δ to the baseline with its 95% interval, and the verdict."""
-    body = [[*r.values, str(r.n), *(x for m in metrics for x in (_delta(r.diffs[m]), r.diffs[m].verdict))]
-            for r in rows]
-    header = [*keys, "n pairs", *(x for m in metrics for x in (f"Δ {m} [95% CI]", f"{m} verdict"))]
-    return Table(header, body, [False] * len(keys) + [True] + [True, False] * len(metrics))
+    """Per group and metric: Δ to the baseline with its 95% interval, the verdict, the minimum detectable
+    effect of these pairs and the seeds that would detect the margin δ (``mlc.report.verdicts``)."""
+    body = [[*r.values, str(r.n), *(x for m in metrics for x in (_delta(r.diffs[m]), r.diffs[m].label,
+                                                                  _detects(r.diffs[m])))] for r in rows]
+    header = [*keys, "n pairs", *(x for m in metrics for x in (f"Δ {m} [95% CI]", f"{m} verdict",
+                                                                 f"{m} MDE (seeds for ±δ)"))]
+    return Table(header, body, [False] * len(keys) + [True] + [True, False, True] * len(metrics))
 
 
 def differences_csv(rows: Sequence[DifferenceRow], keys: Sequence[str], metrics: Sequence[str]) -> str:
-    header = [*keys, *(f"baseline_{k}" for k in keys), "n_pairs",
-              *(f"{m}_{part}" for m in metrics for part in ("diff_mean", "ci_low", "ci_high", "verdict"))]
+    parts = ("diff_mean", "ci_low", "ci_high", "verdict", "margin", "p", "mde", "seeds_needed")
+    header = [*keys, *(f"baseline_{k}" for k in keys), "n_pairs", *(f"{m}_{part}" for m in metrics for part in parts)]
     body = [[*r.values, *r.baseline, r.n,
              *(x for m in metrics for x in (_num(r.diffs[m].mean), _num(r.diffs[m].low), _num(r.diffs[m].high),
-                                             r.diffs[m].verdict))] for r in rows]
+                                             r.diffs[m].label, _num(r.diffs[m].margin), _num(r.diffs[m].p),
+                                             _num(r.diffs[m].mde), _seeds(r.diffs[m])))] for r in rows]
     return _csv(header, body)
 
 
@@ -118,6 +122,17 @@ def _delta(d: Difference) -> str:
     if d.low is None:
         return fmt(d.mean, signed=True)
     return f"{fmt(d.mean, signed=True)} [{fmt(d.low, signed=True)}, {fmt(d.high, signed=True)}]"
+
+
+def _detects(d: Difference) -> str:
+    """'0.081 (12)': the minimum detectable effect of these pairs, and the seeds that would detect ±δ."""
+    return DASH if d.mde is None else f"{fmt(d.mde)} ({_seeds(d) or 'n/a'})"
+
+
+def _seeds(d: Difference) -> str:
+    if d.mde is None:
+        return ""
+    return str(d.seeds_needed) if d.seeds_needed is not None else f">{verdicts.MAX_SEEDS}"
 
 
 def _num(x: float | None) -> str:
