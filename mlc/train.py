@@ -168,7 +168,12 @@ def build(checked, dist: DistContext, trial: TrialSpec | None) -> Run:
         dist.barrier()
     stats = {split: ds.stats() for split, ds in datasets.items()}
 
+    # Common random numbers: the initial weights come from the seed alone, drawn right before the model
+    # is built, so the two arms of a paired comparison (another loss, sampler, λ; any rank) start from the
+    # same weights for a seed, as they already share its data, data order and augmentation streams.
+    torch.manual_seed(seed)
     model = checked.build_model()
+    seed_everything(seed + dist.rank)  # training's own random stream (dropout, ...), one per rank
     loss_fn = checked.build_loss(stats["train"])
     with config_scope("sampler"):
         epoch_order = checked.make_order(targets=datasets["train"].targets, seed=seed)
