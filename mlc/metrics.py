@@ -20,6 +20,15 @@
 - ``f2_ciw`` (when class weights are given, SewerML): Σ_c w_c F2_c / Σ_c w_c.
 - ``map_head``, ``map_medium``, ``map_tail`` (when class groups are given, ``mlc.data.groups``):
   mAP over the classes of each group that has at least one class with a positive in the split.
+- ``f1_macro_hm_neg``: the harmonic mean of ``f1_macro`` (which classes) and ``f1_neg`` (whether any
+  class): 0 whenever either is 0, so a model that predicts one label set everywhere — every class
+  (F1-Neg 0) or nothing (F1 macro 0) — scores 0 however the split is composed. A part the split leaves
+  undefined (``f1_neg`` without a negative instance, ``f1_macro`` without any positive label: an
+  all-negative batch) is left out and the other part is the value; an empty split scores 0.
+
+``degenerate_predictions`` tells whether thresholded predictions are degenerate (the same label set
+nearly everywhere, or every class on nearly every negative instance; see ``DEGENERATE_SHARE``): the
+trainer asks it of the best epoch's validation predictions.
 
 The threshold is one float for every class or an array with one per class (``tune_thresholds`` picks
 per-class thresholds that maximise each class's F-beta on a validation split). Metrics are computed from
@@ -30,10 +39,11 @@ the complete score matrix; under DDP the trainer gathers every sample exactly on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-METRIC_NAMES = ("f1_macro", "f2_macro", "f1_micro", "map", "f1_neg")
+METRIC_NAMES = ("f1_macro", "f2_macro", "f1_micro", "map", "f1_neg", "f1_macro_hm_neg")
 
 
 def fbeta_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:
@@ -198,6 +208,101 @@ def _harmonic(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
+def f1_macro_hm_neg(f1_macro: float, f1_neg: float, has_positive: bool = True, has_negative: bool = True) -> float:
+    """The harmonic mean of macro F1 and F1-Neg (``2ab / (a + b)``, 0 when both are 0): the sweep objective of the
+    λ presets. A constant prediction zeroes one of the two (every class everywhere: no instance predicted
+    negative, F1-Neg 0; nothing anywhere: no true positive, F1 macro 0), so it scores 0, where the plain mean
+    would give it half of the other part (F1-Neg of "nothing" is 2r / (1 + r) at negative ratio r: 0.67 at
+    r = 0.5). A part the split cannot define is left out: without a negative instance (``has_negative``
+    False) the value is ``f1_macro``, without any positive label (an all-negative batch) it is ``f1_neg``;
+    neither (an empty split): 0."""
+    if has_positive and has_negative:
+        return _harmonic(float(f1_macro), float(f1_neg))
+    if has_positive:
+        return float(f1_macro)
+    return float(f1_neg) if has_negative else 0.0
+
+
+# Degenerate predictions (``degenerate_predictions``), decided at the threshold the metrics use. An untrained
+# network predicts (nearly) the same thing for every image, and a threshold metric can still rank it first
+# (F1 macro of "every class everywhere" is the mean of 2p/(1+p) over the class prevalences p); these rules
+# catch it, whatever the objective:
+# - "same_set": one predicted label set S on at least DEGENERATE_SAME_SET_SHARE of the images, and on at
+#   least that share of the images whose true label set is not S (so a split that is itself 95% negative
+#   does not flag a model that rightly predicts nothing on it; the trivial "nothing" model is flagged). S
+#   may be every class, no class, or any fixed set.
+# - "all_on_negatives": every class predicted on at least DEGENERATE_NEGATIVE_SHARE of the negative images
+#   (a model that differs on the positives but calls every class on each negative).
+DEGENERATE_SAME_SET_SHARE = 0.95
+DEGENERATE_NEGATIVE_SHARE = 0.95
+DEGENERATE_RULES = {
+    "same_set": f"one predicted label set on >= {DEGENERATE_SAME_SET_SHARE:.0%} of the validation images and of "
+                f"those whose labels are another set",
+    "all_on_negatives": f"every class predicted on >= {DEGENERATE_NEGATIVE_SHARE:.0%} of the negative validation "
+                        f"images",
+}
+
+
+@dataclass(frozen=True)
+class Degenerate:
+    """Why a split's predictions are degenerate: the rule (a key of ``DEGENERATE_RULES``), the share of the
+    images it counted (all images for ``same_set``, the negative ones for ``all_on_negatives``), how many
+    images that share is of, and one readable sentence."""
+
+    reason: str
+    share: float
+    images: int
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _label_set(row: np.ndarray, class_names: Sequence[str] | None) -> str:
+    if row.all():
+        return "every class"
+    if not row.any():
+        return "no class"
+    names = [str(class_names[i]) if class_names is not None else str(i) for i in np.flatnonzero(row)]
+    return "classes " + ", ".join(names[:6]) + (f" +{len(names) - 6} more" if len(names) > 6 else "")
+
+
+def degenerate_predictions(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray = 0.5,
+                           class_names: Sequence[str] | None = None) -> Degenerate | None:
+    """``Degenerate`` if the predictions ``scores >= threshold`` on (N, K) ``scores`` with binary ``targets``
+    break one of the rules above (``same_set`` is checked first), else None. An empty split is not degenerate."""
+    scores = np.asarray(scores)
+    targets = np.asarray(targets, dtype=bool)
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must both be (N, K)")
+    n, k = scores.shape
+    if n == 0 or k == 0:
+        return None
+    pred = scores >= _class_thresholds(threshold, k)
+    packed = np.packbits(pred, axis=1)  # one row of bytes per image: equal rows are equal label sets
+    _, first, inverse, counts = np.unique(packed, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    top = int(np.argmax(counts))
+    share = float(counts[top]) / n
+    if share >= DEGENERATE_SAME_SET_SHARE:
+        chosen = pred[first[top]]
+        differs = (targets != chosen[None, :]).any(axis=1)  # images whose labels are not the predicted set
+        if differs.any():
+            wrong = float(np.mean(inverse[differs] == top))
+            if wrong >= DEGENERATE_SAME_SET_SHARE:
+                return Degenerate("same_set", share, n, (
+                    f"the same predicted label set ({_label_set(chosen, class_names)}) on {share:.1%} of the {n} "
+                    f"images, and on {wrong:.1%} of the {int(differs.sum())} whose labels are not that set"))
+    negatives = ~targets.any(axis=1)
+    if negatives.any():
+        share = float(np.mean(pred[negatives].all(axis=1)))
+        if share >= DEGENERATE_NEGATIVE_SHARE:
+            count = int(negatives.sum())
+            return Degenerate("all_on_negatives", share, count,
+                              f"every class predicted on {share:.1%} of the {count} negative images")
+    return None
+
+
 def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray = 0.5,
                        class_weights: Sequence[float] | None = None,
                        class_groups: Sequence[str] | None = None) -> dict[str, float]:
@@ -233,6 +338,8 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float
         "f1_neg": float(fbeta_from_counts(*neg_counts, 1.0)[0]),
         "map_classes": int(np.isfinite(ap_c).sum()),
     }
+    out["f1_macro_hm_neg"] = f1_macro_hm_neg(out["f1_macro"], out["f1_neg"], has_positive=bool(targets.any()),
+                                             has_negative=bool(true_neg.any()))
     support = tp + fn
     cp, cr = float(_ratio(tp, tp + fp).mean()), float(_ratio(tp, support).mean())
     tp_all, fp_all, fn_all = tp.sum(), fp.sum(), fn.sum()

@@ -249,7 +249,7 @@ def record(run: Run, result) -> None:
     """The run's results beside it (result.json, curves.png) and in MLflow; the MLflow run ends FINISHED."""
     trainer, tracker, settings = run.trainer, run.tracker, run.settings
     summary = {"best_value": result.best_value, "best_epoch": result.best_epoch, "monitor": settings.monitor,
-               "test": result.test_metrics, "history": result.history}
+               "degenerate": result.degenerate, "test": result.test_metrics, "history": result.history}
     (trainer.run_dir / "result.json").write_text(json.dumps(summary, indent=2))
     tracker.log_metrics({f"best/{settings.monitor}": result.best_value, "best/epoch": result.best_epoch},
                         step=result.best_epoch)

@@ -71,6 +71,6 @@ def test_decode_finds_a_corrupt_image_and_errors_are_one_line(csv_root, capsys, 
 
 @pytest.mark.slow
 def test_runs_as_a_module(csv_root, outputs, data_cache):
-    result = run_cli(["--json", "dataset=csv", f"dataset.root={csv_root}"], outputs, data_cache, module="mlc.data")
+    result = run_cli(["--json", "dataset=csv", f"dataset.root={csv_root}"], outputs, data_cache, module="mlc.cli.data")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["splits"]["test"]["num_samples"] == 3

@@ -36,7 +36,7 @@ def test_the_tiny_lambda_study_searches_each_ratio_then_reruns_its_best_lambda_o
     results = run("lambda_vs_negative_ratio_study", [], **kwargs)
     text = results.read_text()
     study = (tmp_path / "exp" / "study" / "lambda_study.csv").read_text().splitlines()
-    assert study[0].startswith("negative_ratio,trials,best_lambda,search_val/f1_macro,near_best_low")
+    assert study[0].startswith("negative_ratio,trials,best_lambda,search_val/f1_macro_hm_neg,near_best_low")
     rows = [line.split(",") for line in study[1:]]
     assert [(r[0], r[1], r[9]) for r in rows] == [("0.2", "2", "2"), ("0.95", "2", "2")]  # 2 trials, 2 seeds each
     summary = json.loads(next((tmp_path / "out" / "reproduce").glob("*@*/sweep_summary.json")).read_text())

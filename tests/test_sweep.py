@@ -146,16 +146,17 @@ def test_ctrl_c_stops_the_sweep_and_rerunning_continues_it_without_repeating(out
 
 def test_a_killed_sweep_leaves_no_trial_running(outputs, data_cache):
     args = [*SURVIVE, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "hydra.sweeper.n_trials=1",
-            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3",
+            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=15",
             "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"]
     proc = _start(args, outputs, data_cache)
     _run_until(proc, "epoch 2 step 2/")
     os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: what a lost machine looks like
+    killed = time.monotonic()
     proc.wait(timeout=30)
     storage = f"sqlite:///{outputs}/optuna.db"
     summary = run_cli([storage], outputs, None, module="mlc.cli.studies")
-    assert "1 running of which 0 stale" in summary.stdout  # alive as far as anyone can tell, for 3 s
-    time.sleep(4)
+    assert "1 running of which 0 stale" in summary.stdout  # alive as far as anyone can tell, for 15 s
+    time.sleep(max(0.0, killed + 16 - time.monotonic()))
     summary = run_cli([storage], outputs, None, module="mlc.cli.studies")
     assert "1 running of which 1 stale" in summary.stdout and "1 (1 stale)" in summary.stdout
     closed = run_cli([storage, "--fail-stale"], outputs, None, module="mlc.cli.studies")

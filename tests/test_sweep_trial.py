@@ -57,3 +57,11 @@ def test_a_training_process_refuses_a_message_for_other_seeds(monkeypatch):
         _trial_of(Checked)
     Checked.cfg.seed = 0
     assert _trial_of(Checked) == SPEC
+
+
+def test_a_seeded_job_of_a_trial_overrides_its_seed_and_keeps_the_others():
+    job = TrialSpec(study="s", number=2, params={"loss.lam": 0.1}, seeds=(0, 1, 2), seed=1)
+    overrides = job.overrides()
+    assert "seed=1" in overrides and overrides.index("seed=1") > overrides.index("loss.lam=0.1")
+    assert TrialSpec.from_json(job.to_json()) == job
+    assert not any(o.startswith("seed=") for o in SPEC.overrides())  # one seed: the config's own

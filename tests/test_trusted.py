@@ -38,8 +38,8 @@ def _os_system(sentinel: Path) -> dict:
     return {"_target_": "os.system", "_args_": [f"touch {sentinel}"]}
 
 
-def _subprocess_run(sentinel: Path) -> dict:  # mlc.tracking imports subprocess: Hydra finds it as an attribute
-    return {"_target_": "mlc.tracking.subprocess.run", "_args_": [["touch", str(sentinel)]]}
+def _subprocess_run(sentinel: Path) -> dict:  # mlc.provenance imports subprocess: Hydra finds it as an attribute
+    return {"_target_": "mlc.provenance.subprocess.run", "_args_": [["touch", str(sentinel)]]}
 
 
 def _eval(sentinel: Path) -> dict:
@@ -62,7 +62,7 @@ def _put(config: dict, path: tuple, value: Any) -> None:
 # name -> (dataset option, where the change goes, payload(sentinel) or a plain value, key path the error names)
 CASES: dict[str, tuple[str, tuple, Any, str]] = {
     "loss=os.system": ("digits", ("loss",), _os_system, "loss._target_"),
-    "backbone=mlc.tracking.subprocess.run": ("digits", ("backbone",), _subprocess_run, "backbone._target_"),
+    "backbone=mlc.provenance.subprocess.run": ("digits", ("backbone",), _subprocess_run, "backbone._target_"),
     "pipeline-list-item=os.system": ("csv", ("dataset", "train_transform", "transforms", 0), _os_system,
                                      "dataset.train_transform.transforms[0]._target_"),
     "added-list-of-dicts": ("digits", ("sampler", "hooks"), lambda s: [{"keep": 1}, _eval(s)],
@@ -142,7 +142,7 @@ def test_a_target_is_judged_before_its_module_is_imported(tmp_path, monkeypatch)
     ("albumentations.save", False), ("albumentations.load", False), ("albumentations.Compose.from_dict", False),
     ("albumentations.core.composition.Compose", False), ("albumentations._compose", False),
     ("torch.optim.lr_scheduler", False), ("torch.optim.Optimizer.zero_grad", False), ("torch.load", False),
-    ("mlc.tracking.subprocess.run", False), ("mlc.trusted.check_stored_config", False), ("os.system", False),
+    ("mlc.provenance.subprocess.run", False), ("mlc.trusted.check_stored_config", False), ("os.system", False),
     ("builtins.eval", False), ("mlc.losses.AnyClassPresenceLoss ", False), ("", False),
 ])
 def test_allowed_targets_are_exact_strings(target, allowed):

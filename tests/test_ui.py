@@ -61,7 +61,7 @@ def test_dashboard_serves_tracked_runs(outputs, tmp_path):
         server.wait(timeout=30)
 
 
-def wait_for_http(url: str, server: subprocess.Popen, timeout: float = 20.0) -> bytes:
+def wait_for_http(url: str, server: subprocess.Popen, timeout: float = 60.0) -> bytes:
     """GET ``url`` until it answers 200 (or the server exits / ``timeout`` s pass: AssertionError)."""
     deadline = time.time() + timeout
     while True:

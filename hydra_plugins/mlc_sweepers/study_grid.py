@@ -64,7 +64,8 @@ class StudyGridSweeper(Sweeper):
     def __init__(self, study_grid: DictConfig, sampler: DictConfig, storage: str | None,
                  study_name: str | None, n_trials: int, direction: str | None = None, n_jobs: int = 1,
                  max_failure_rate: float = 1.0, params: DictConfig | None = None, heartbeat_interval: int = 10,
-                 grace_period: int = 60, pruner: DictConfig | None = None, phases: Any = None) -> None:
+                 grace_period: int = 60, pruner: DictConfig | None = None, phases: Any = None,
+                 seeds_per_trial: int = 1) -> None:
         self.study_grid, self.phases = flatten(study_grid), phases  # see mlc.sweep.plan.plan_sweep
         self.sampler_cfg, self.storage = sampler, storage
         self.direction_set = direction  # as configured: None = derived from trainer.monitor_mode
@@ -74,6 +75,7 @@ class StudyGridSweeper(Sweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = flatten(params)
         self.pruner = OmegaConf.to_container(pruner, resolve=True) if pruner else None
+        self.seeds_per_trial = seeds_per_trial
         self.config: DictConfig | None = None
         self._parent: Any = None
 
@@ -145,6 +147,8 @@ class StudyGridSweeper(Sweeper):
                 if interrupted:
                     break
             interrupted = interrupted or self._settle(studies, distributions, fixed_args)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM between trials: the summary and the callbacks still run
+            interrupted = "interrupted between trials"
         finally:
             with suppress(ValueError):
                 signal.signal(signal.SIGTERM, previous)
@@ -284,20 +288,102 @@ class StudyGridSweeper(Sweeper):
         return None
 
     def _run_trials(self, study: Any, trials: list, ref: Any, fixed_args: list[str]) -> str | None:
+        """Run ``trials`` (asked together) to their end; the reason if the sweep was interrupted, else None.
+
+        With ``seeds_per_trial`` K > 1 a trial is K runs, one per seed, in rounds: each round runs the next
+        seed of every trial still open, reports each run's value to its trial as instance k (Optuna's
+        intermediate value at step k), then asks the study's pruner whether the trial should stop
+        (``hydra/sweeper/pruner=wilcoxon``: significantly worse than the best so far). A trial's value is the
+        mean over its seeds. Each seed's value is kept on the trial, so a continued trial runs only the
+        seeds it lacks (and the interrupted one from its checkpoint).
+        """
+        from optuna.trial import TrialState
+
+        # deferred: mlc.sweep.study loads Optuna; Hydra imports this plugin in every run
+        from mlc.sweep.study import ATTR_ERROR, ATTR_INTERRUPTED, ATTR_SEED_VALUES
+
+        seeds = self._seeds()
+        values = {t.number: {int(s): float(v) for s, v in (t.user_attrs.get(ATTR_SEED_VALUES) or {}).items()}
+                  for t in trials}
+        open_trials, interrupted = {t.number: t for t in trials}, None
+        for step, seed in enumerate(seeds):  # a continued trial's seeds done before are its first instances
+            for trial in trials:
+                if seed in values[trial.number]:
+                    trial.report(values[trial.number][seed], step=step)
+        for step, seed in enumerate(seeds or (None,)):
+            todo = [t for t in open_trials.values() if seed is None or seed not in values[t.number]]
+            results, interrupted = self._launch(study, todo, ref, fixed_args, seed) if todo else ([], None)
+            for trial, result in results:
+                if isinstance(result, float):
+                    if seed is None:
+                        study.tell(trial, result)
+                        log.info("  trial #%d: %s = %.4f", trial.number, self.config.trainer.monitor, result)
+                        self._parent_log().trial(ref.fixed, trial.number, result, _best_value(study))
+                        open_trials.pop(trial.number)
+                        continue
+                    values[trial.number][seed] = result
+                    trial.set_user_attr(ATTR_SEED_VALUES, {str(s): v for s, v in values[trial.number].items()})
+                    trial.report(result, step=step)
+                    log.info("  trial #%d, seed %d: %s = %.4f", trial.number, seed, self.config.trainer.monitor,
+                             result)
+                    continue
+                open_trials.pop(trial.number)
+                if isinstance(result, TrialPruned):  # stopped by the pruner at an epoch boundary: counts
+                    study.tell(trial, state=TrialState.PRUNED)
+                    log.info("  trial #%d: %s", trial.number, result)
+                elif isinstance(result, TrainingInterrupted):  # "interrupted (SIGINT) at epoch 2, ..."
+                    interrupted = interrupted or f"{str(result).split(';')[0]} in trial #{trial.number} of {ref.name}"
+                    trial.set_user_attr(ATTR_INTERRUPTED, True)
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    message = str(result).splitlines()[0] if str(result) else type(result).__name__
+                    log.warning("  trial #%d failed: %s", trial.number, message)
+                    trial.set_user_attr(ATTR_ERROR, message[:1000])
+                    study.tell(trial, state=TrialState.FAIL)
+            if interrupted:  # the open trials' seeds so far are kept: their continuations run the rest
+                for trial in open_trials.values():
+                    trial.set_user_attr(ATTR_INTERRUPTED, True)
+                    study.tell(trial, state=TrialState.FAIL)
+                return interrupted
+            if seed is not None and step + 1 < len(seeds):
+                for number, trial in list(open_trials.items()):
+                    if trial.should_prune():
+                        study.tell(trial, state=TrialState.PRUNED)
+                        log.info("  trial #%d pruned by %s after %d of %d seeds", number,
+                                 type(study.pruner).__name__, step + 1, len(seeds))
+                        open_trials.pop(number)
+        for trial in open_trials.values():  # K > 1: the mean over its seeds
+            value = sum(values[trial.number].values()) / len(values[trial.number])
+            study.tell(trial, value)
+            log.info("  trial #%d: %s = %.4f (mean of %d seeds)", trial.number, self.config.trainer.monitor, value,
+                     len(values[trial.number]))
+            self._parent_log().trial(ref.fixed, trial.number, value, _best_value(study))
+        return None
+
+    def _seeds(self) -> tuple[int, ...]:
+        """The seeds of every trial with ``seeds_per_trial`` K > 1: the config's seed and the K - 1 after it."""
+        k = int(self.seeds_per_trial)
+        return tuple(int(self.config.seed) + i for i in range(k)) if k > 1 else ()
+
+    def _launch(self, study: Any, trials: list, ref: Any, fixed_args: list[str], seed: int | None
+                ) -> tuple[list[tuple[Any, float | BaseException]], str | None]:
+        """One job per trial (with ``seed``, or the config's), launched together: (trial, value or error) for
+        each, and the reason if interrupted by a second Ctrl-C (no results then: the trials are still open)."""
         from contextlib import ExitStack
 
         from hydra.core.utils import JobStatus
-        from optuna.trial import TrialState
 
         from mlc.sweep import optuna_api  # deferred: loads Optuna; Hydra imports this plugin in every run
-        from mlc.sweep.study import (  # deferred: loads Optuna; Hydra imports this plugin in every run
+
+        # deferred: mlc.sweep.study loads Optuna; Hydra imports this plugin in every run
+        from mlc.sweep.study import (
             ATTR_CHECKPOINT,
-            ATTR_ERROR,
-            ATTR_INTERRUPTED,
+            ATTR_CHECKPOINT_SEED,
             ATTR_JOB_NUM,
             ATTR_OWNER,
             ATTR_PARENT_RUN,
             ATTR_RUN_DIR,
+            ATTR_RUN_SEED,
             ATTR_SWEEP_DIR,
             ATTR_TRACKING_URI,
             heartbeat,
@@ -308,59 +394,46 @@ class StudyGridSweeper(Sweeper):
         first_job = _claim_job_numbers(sweep_dir, len(trials))
         tracking_uri = (OmegaConf.select(self.config, "tracking.tracking_uri")
                         if OmegaConf.select(self.config, "tracking.enabled", default=False) else None)
-        overrides, parent = [], parent_run_id(sweep_dir)
+        overrides, parent, seeds = [], parent_run_id(sweep_dir), self._seeds()
         for offset, trial in enumerate(trials):
-            # an interrupted or dead trial is continued from its checkpoint (in its own run dir)
+            # an interrupted or dead run is continued from its checkpoint (in its own run dir): the trial's
+            # own, or with K seeds, the one of the seed it was running
             checkpoint = trial.user_attrs.get(ATTR_CHECKPOINT)
+            if checkpoint and trial.user_attrs.get(ATTR_CHECKPOINT_SEED) != seed:
+                checkpoint = None
+            own_seed = int({"seed": self.config.seed, **ref.fixed, **trial.params}["seed"]) if seed is None else seed
             spec = TrialSpec(study=study.study_name, number=trial.number, storage=self._url, params=dict(trial.params),
                              fixed=dict(ref.fixed), resume=checkpoint, pruner=self.pruner, parent_run_id=parent,
-                             seeds=(int({"seed": self.config.seed, **ref.fixed, **trial.params}["seed"]),))
+                             seeds=seeds or (own_seed,), seed=seed)
             run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(first_job + offset)
             attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(first_job + offset),
-                     ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_TRACKING_URI: tracking_uri,
+                     ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_RUN_SEED: seed, ATTR_TRACKING_URI: tracking_uri,
                      ATTR_PARENT_RUN: parent, ATTR_OWNER: process_owner()}
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             overrides.append(tuple(spec.overrides(fixed_args)))
-            log.info("  trial #%d (job %d): %s", trial.number, first_job + offset,
+            log.info("  trial #%d (job %d)%s: %s", trial.number, first_job + offset,
+                     "" if seed is None else f", seed {seed}",
                      " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
-        pending = {t.number: t for t in trials}
+        results: list[tuple[Any, float | BaseException]] = []
         try:
             with ExitStack() as beats:
                 for trial in trials:
                     beats.enter_context(heartbeat(optuna_api.storage_of(study), trial))
                 returns = self.launcher.launch(overrides, initial_job_idx=first_job)
-            interrupted = None
-            for trial, ret in zip(trials, returns, strict=True):
-                try:
-                    if ret.status != JobStatus.COMPLETED:  # the task's exception, kept by the launcher
-                        raise optuna_api.job_error(ret)
-                    value = float(ret.return_value)
-                    if not math.isfinite(value):
-                        raise ValueError(f"the trial returned {value}")
-                except TrialPruned as err:  # stopped by the pruner at an epoch boundary: counts towards n_trials
-                    study.tell(trial, state=TrialState.PRUNED)
-                    log.info("  trial #%d: %s", trial.number, err)
-                except TrainingInterrupted as err:  # "interrupted (SIGINT) at epoch 2, step 6; resume with ..."
-                    interrupted = interrupted or f"{str(err).split(';')[0]} in trial #{trial.number} of {ref.name}"
-                    trial.set_user_attr(ATTR_INTERRUPTED, True)
-                    study.tell(trial, state=TrialState.FAIL)
-                except Exception as err:
-                    message = str(err).splitlines()[0] if str(err) else type(err).__name__
-                    log.warning("  trial #%d failed: %s", trial.number, message)
-                    trial.set_user_attr(ATTR_ERROR, message[:1000])
-                    study.tell(trial, state=TrialState.FAIL)
-                else:
-                    study.tell(trial, value)
-                    log.info("  trial #%d: %s = %.4f", trial.number, self.config.trainer.monitor, value)
-                    self._parent_log().trial(ref.fixed, trial.number, value, _best_value(study))
-                pending.pop(trial.number)
-            return interrupted
-        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
-            for trial in pending.values():
-                trial.set_user_attr(ATTR_INTERRUPTED, True)
-                study.tell(trial, state=TrialState.FAIL)
-            return f"interrupted (KeyboardInterrupt) in trial #{min(pending, default=trials[0].number)} of {ref.name}"
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop: the caller closes the trials
+            return [], f"interrupted (KeyboardInterrupt) in trial #{trials[0].number} of {ref.name}"
+        for trial, ret in zip(trials, returns, strict=True):
+            try:
+                if ret.status != JobStatus.COMPLETED:  # the task's exception, kept by the launcher
+                    raise optuna_api.job_error(ret)
+                value = float(ret.return_value)
+                if not math.isfinite(value):
+                    raise ValueError(f"the trial returned {value}")
+                results.append((trial, value))
+            except Exception as err:
+                results.append((trial, err))
+        return results, None
 
     # -- checks before any trial ------------------------------------------------------------------
 
@@ -376,10 +449,17 @@ class StudyGridSweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, f"'{key}' is not a config key")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"hydra.sweeper.study_grid.{key}", values, "must be a non-empty list")
-        for field, low in (("n_trials", 1), ("n_jobs", 1), ("heartbeat_interval", 1), ("grace_period", 1)):
+        for field, low in (("n_trials", 1), ("n_jobs", 1), ("heartbeat_interval", 1), ("grace_period", 1),
+                           ("seeds_per_trial", 1)):
             value = getattr(self, field)
             if not is_integer(value) or value < low:
                 raise ConfigError(f"hydra.sweeper.{field}", value, f"must be an integer >= {low}")
+        if self.seeds_per_trial > 1:
+            swept = [k for g in grids for k in g] + list(self.params) + [
+                a.split("=", 1)[0].lstrip("+~") for a in config.hydra.overrides.task if "," in a or "(" in a]
+            if "seed" in swept:
+                raise ConfigError("hydra.sweeper.seeds_per_trial", self.seeds_per_trial,
+                                  "gives each trial its seeds (seed, seed+1, ...): do not sweep seed as well")
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError("hydra.sweeper.grace_period", self.grace_period,
                               f"must exceed heartbeat_interval={self.heartbeat_interval} (else live trials look dead)")
@@ -393,7 +473,7 @@ class StudyGridSweeper(Sweeper):
         if self._url is None:
             import optuna
 
-            if not isinstance(pruner, optuna.pruners.NopPruner):
+            if not isinstance(pruner, optuna.pruners.NopPruner) and self.seeds_per_trial == 1:
                 raise ConfigError("hydra.sweeper.storage", None, "pruning needs a storage the trials can reach "
                                   "(a SQLite, journal or PostgreSQL URL), not an in-memory study")
         else:

@@ -12,7 +12,13 @@ Hooks (all optional: subclass ``Callback`` and override what you need):
   the loss of those steps was found finite (``window``: their mean loss, a float on the host);
 - ``on_epoch_end(trainer, record, improved)``: after validation; ``record`` is what gets logged;
 - ``on_interrupt(trainer)``: a stop signal arrived; the loop stops after this hook;
-- ``on_test_end(trainer, test)``: the best checkpoint was tested (``TestResult``).
+- ``on_test_end(trainer, test)``: the best checkpoint was tested (``TestResult``);
+- ``on_fit_end(trainer, result)``: training (and the test, if any) finished (``FitResult``; not called when
+  the run was interrupted, pruned or failed).
+
+A run whose best checkpoint's validation predictions are degenerate (``trainer.best_degenerate``: the same
+label set on nearly every image, or every class on nearly every negative one; ``mlc.metrics.DEGENERATE_RULES``)
+gets a WARNING line (``ProgressLog``) and the MLflow tag ``mlc.degenerate=<rule>`` (``TrackingCallback``).
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from mlc.metrics import per_class_report
 from mlc.scores import write_scores
 
 if TYPE_CHECKING:
-    from mlc.engine.trainer import TestResult, Trainer
+    from mlc.engine.trainer import FitResult, TestResult, Trainer
 
 log = logging.getLogger("mlc.trainer")
+DEGENERATE_TAG = "mlc.degenerate"  # MLflow tag of a run whose best checkpoint's val predictions are degenerate
 
 
 class Callback:
@@ -45,6 +52,7 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float], improved: bool) -> None: ...
     def on_interrupt(self, trainer: Trainer) -> None: ...
     def on_test_end(self, trainer: Trainer, test: TestResult) -> None: ...
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None: ...
 
 
 class Checkpointer(Callback):
@@ -101,7 +109,7 @@ class ProgressLog(Callback):
                  "| %.1fs, %.0f img/s%s", record["epoch"], trainer.s.max_epochs, record["train/loss"],
                  record["val/f1_macro"], record["val/f2_macro"], record["val/map"], record["val/f1_neg"],
                  record["val/loss"], ema, record["train/seconds"], record["train/samples_per_s"],
-                 f"  * best {trainer.s.monitor}" if improved else "")
+                 f"  * best {trainer.s.monitor} {record[trainer.s.monitor]:.4f}" if improved else "")
 
     def on_test_end(self, trainer: Trainer, test: TestResult) -> None:
         if not trainer.dist.is_main:
@@ -112,6 +120,14 @@ class ProgressLog(Callback):
         if test.thresholds is not None:
             log.info("test at per-class thresholds tuned for %s on val: f1 %.4f  f2 %.4f  f1_neg %.4f",
                      trainer.s.tune_thresholds, m["tuned/f1_macro"], m["tuned/f2_macro"], m["tuned/f1_neg"])
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        flag = trainer.best_degenerate
+        if trainer.dist.is_main and flag is not None:
+            log.warning("the best checkpoint (epoch %d, %s = %.4f) is degenerate, rule %s (share %.1f%%): on val at "
+                        "threshold %s, %s; the model barely tells images apart, yet %s picked it (%s=%s)",
+                        result.best_epoch, trainer.s.monitor, result.best_value, flag.reason, 100 * flag.share,
+                        trainer.s.threshold, flag.detail, trainer.s.monitor, DEGENERATE_TAG, flag.reason)
 
 
 class TrackingCallback(Callback):
@@ -133,6 +149,10 @@ class TrackingCallback(Callback):
             if test.tuned_val is not None:
                 self.tracker.log_metrics({f"val/tuned/{k}": v for k, v in test.tuned_val.items()},
                                          step=trainer.best_epoch)
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        if trainer.dist.is_main and trainer.best_degenerate is not None:
+            self.tracker.set_tags({DEGENERATE_TAG: trainer.best_degenerate.reason})
 
 
 class ScoresWriter(Callback):

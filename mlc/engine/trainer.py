@@ -48,7 +48,7 @@ from mlc.engine.ema import WeightEma
 from mlc.engine.evaluation import SplitScores, score_split
 from mlc.engine.settings import TUNE_BETA, TrainerSettings, batches_per_epoch
 from mlc.errors import MlcError, NonFiniteLossError, TrainingInterrupted
-from mlc.metrics import multilabel_metrics, tune_thresholds
+from mlc.metrics import Degenerate, degenerate_predictions, multilabel_metrics, tune_thresholds
 
 log = logging.getLogger("mlc.trainer")
 
@@ -73,6 +73,7 @@ class FitResult:
     history: list[dict[str, float]]
     test_metrics: dict[str, float] = field(default_factory=dict)
     run_dir: str = ""
+    degenerate: str | None = None  # the rule the best epoch's val predictions break (mlc.metrics.DEGENERATE_RULES)
 
 
 @dataclass
@@ -138,6 +139,9 @@ class Trainer:
         # Position and history: everything ``state_dict`` saves and ``restore`` puts back.
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0  # step_in_epoch: batches; global: optimizer
         self.best_value, self.best_epoch = None, -1
+        # Whether the best epoch's validation predictions (at trainer.threshold, of the monitored weights) are
+        # degenerate (``mlc.metrics.degenerate_predictions``); checkpointed with the best value.
+        self.best_degenerate: Degenerate | None = None
         self.history: list[dict[str, float]] = []
         # Σ loss·B over the epoch's batches so far, on the device (read at health checks only), and Σ B.
         self.epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -161,9 +165,11 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         result = FitResult(best_value=float(self.best_value), best_epoch=self.best_epoch, history=self.history,
-                           run_dir=str(self.run_dir))
+                           run_dir=str(self.run_dir),
+                           degenerate=self.best_degenerate.reason if self.best_degenerate is not None else None)
         if self.s.test_after_fit and "test" in self.data.splits:
             result.test_metrics = self.test_best().metrics
+        self._call("on_fit_end", result)
         return result
 
     def evaluate(self, split: str, module: nn.Module | None = None) -> dict[str, float]:
@@ -208,6 +214,7 @@ class Trainer:
                  "global_step": self.global_step, "epoch_loss_sum": float(self.epoch_loss),
                  "epoch_seen": self.epoch_seen, "prob_sums": [g[1] for g in gathered], "best_value": self.best_value,
                  "best_epoch": self.best_epoch, "monitor": self.s.monitor, "history": self.history,
+                 "best_degenerate": self.best_degenerate.to_dict() if self.best_degenerate is not None else None,
                  "rng": [g[0] for g in gathered], "world_size": self.dist.world_size,
                  "eval_weights": "ema" if self.monitors_ema else "model"}
         if self.ema is not None:
@@ -228,6 +235,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
         self.best_value, self.best_epoch = state["best_value"], int(state["best_epoch"])
+        flag = state.get("best_degenerate")  # (checkpoints before the check existed: not known, None)
+        self.best_degenerate = Degenerate(**flag) if flag else None
         self.history = list(state["history"])
         self.epoch_loss.fill_(float(state["epoch_loss_sum"]))
         self.epoch_seen = int(state["epoch_seen"])
@@ -353,18 +362,25 @@ class Trainer:
             f"{self.step_in_epoch}; resume with trainer.resume={self.ckpt_dir / 'last.pt'}")
 
     def _end_epoch(self, epoch: int, train_seconds: float, seen_now: int) -> None:
-        val = self.evaluate("val")
+        scored = self.score("val")
+        val = scored.metrics(self.s.threshold, self.data.class_weights, self.class_groups)
         loss_sum, seen_total, seen_now = self.dist.sum_over_ranks(self._checked[1], self.epoch_seen, seen_now)
         record = {"epoch": epoch + 1, "train/loss": loss_sum / max(seen_total, 1), "lr": self.lr(),
                   "train/seconds": train_seconds, "train/samples_per_s": seen_now / train_seconds,
                   **self._train_probabilities(), **{f"val/{k}": v for k, v in val.items()}}
         if self.ema is not None:
-            record |= {f"val_ema/{k}": v for k, v in self.evaluate("val", self.ema.module).items()}
+            ema_scored = self.score("val", self.ema.module)
+            record |= {f"val_ema/{k}": v for k, v in ema_scored.metrics(self.s.threshold, self.data.class_weights,
+                                                                        self.class_groups).items()}
+            if self.monitors_ema:
+                scored = ema_scored  # the weights the monitor judged are the ones checked below
         value = record[self.s.monitor]
         improved = self.best_value is None or (value > self.best_value if self.s.monitor_mode == "max"
                                                else value < self.best_value)
         if improved:
             self.best_value, self.best_epoch = value, epoch + 1
+            self.best_degenerate = degenerate_predictions(scored.probs, scored.targets, self.s.threshold,
+                                                          self.data.splits["val"].class_names)
         self.history.append(record)
         self.epoch, self.step_in_epoch = epoch + 1, 0
         self.epoch_loss.zero_()

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlc.metrics import DEGENERATE_RULES
 from mlc.report import figures, stats, tables, verdicts
 from mlc.report.runs import (
+    DEGENERATE_TAG,
     SWEEP_DIR_TAG,
     ReportError,
     RunRecord,
@@ -113,8 +115,28 @@ def select(opts: Options, marker: str = "report.md") -> Selection:
                          + (f" (they differ in {', '.join(varying)}: add {'it' if len(varying) == 1 else 'them'} "
                             f"to --group-by to separate them)"
                             if varying else ""))
+    notes += degenerate_notes(records)
     return Selection(client, experiment, records, summaries, _scores_runs(client, opts, summaries, records, notes),
                      notes, pairs)
+
+
+MAX_NAMED_DEGENERATE = 10  # degenerate runs named in the notes (the rest are counted)
+
+
+def degenerate_notes(records: list[RunRecord]) -> list[str]:
+    """A note per rule that runs of the tables broke (tag ``mlc.degenerate``): their best checkpoint's validation
+    predictions were degenerate, so their numbers measure a model that barely tells images apart."""
+    by_rule: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if r.tags.get(DEGENERATE_TAG):
+            by_rule.setdefault(r.tags[DEGENERATE_TAG], []).append(r)
+    notes = []
+    for rule, runs in by_rule.items():
+        named = ", ".join(f"{r.run_id} ({_run_label(r)})" for r in runs[:MAX_NAMED_DEGENERATE])
+        more = f" and {len(runs) - MAX_NAMED_DEGENERATE} more" if len(runs) > MAX_NAMED_DEGENERATE else ""
+        notes.append(f"{len(runs)} run(s) in the tables are degenerate ({DEGENERATE_TAG}={rule}: "
+                     f"{DEGENERATE_RULES.get(rule, 'see the run log')} at their best checkpoint): {named}{more}")
+    return notes
 
 
 def write(sel: Selection, opts: Options, say=print) -> list[Path]:

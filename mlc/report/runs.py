@@ -24,6 +24,9 @@ from mlc.stores import check_database_url, opening
 
 RUN_KIND, SWEEP_KIND, REPORT_KIND = "run", "sweep", "report"
 KIND_TAG, SWEEP_DIR_TAG = "mlc.kind", "mlc.sweep_dir"
+# Set by the trainer (mlc.engine.callbacks.DEGENERATE_TAG) on a run whose best checkpoint's validation
+# predictions are degenerate; its value is the rule broken (mlc.metrics.DEGENERATE_RULES).
+DEGENERATE_TAG = "mlc.degenerate"
 PAGE_SIZE = 1000  # runs per search_runs page (MLflow's own maximum for SQL stores is 50,000)
 # A group key ``k`` is the tag ``mlc.<k>``, else the param ``<k>``; these params stand in when a run
 # lacks the tag (runs tracked before the tag existed carry only the flattened config).

@@ -98,12 +98,22 @@ class MultirunTracking(Callback):
         launcher, run_id = os.environ.get(LAUNCHER_PID_ENV), os.environ.get(SHARED_PARENT_ENV)
         if not launcher or not run_id or os.getppid() == int(launcher) or not tracking_settings(config).enabled:
             return
+        import time
+
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_settings(config).tracking_uri)
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "mlc.error", f"the `mlc sweep --workers` process (pid {launcher}) died")
-            client.set_terminated(run_id, status="KILLED")
+        for attempt in range(3):  # the other workers end their runs in the same store at the same moment
+            try:
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_tag(run_id, "mlc.error", f"the `mlc sweep --workers` process (pid {launcher}) died")
+                    client.set_terminated(run_id, status="KILLED")
+                return
+            except Exception as err:
+                if attempt == 2:
+                    log.warning("could not end the parent run %s of the dead `mlc sweep --workers` process: %s",
+                                run_id, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                time.sleep(2)
 
     def _attach_summary(self, sweep_dir: Path) -> None:
         attach_sweep_summary(self.tracker, sweep_dir)

@@ -57,7 +57,8 @@ def plan_sweep(config: DictConfig, arguments: Sequence[str] | None = None) -> Sw
     for grid, overrides in phases(flatten(sweeper.get("study_grid")), sweeper.get("phases")):
         task = compose_with(config, arguments, overrides) if overrides else config
         task = OmegaConf.to_container(OmegaConf.masked_copy(task, [k for k in task if k != "hydra"]), resolve=True)
-        digest, shared = fingerprint(task, [*grid, *distributions], spec, direction)
+        digest, shared = fingerprint(task, [*grid, *distributions], spec, direction,
+                                     int(sweeper.get("seeds_per_trial") or 1))
         shared = json.loads(json.dumps(shared, default=str))  # as it reads back from Optuna's JSON user attributes
         base = str(name) if name else \
             f"{choices.get('experiment') or choices.get('hparams_search') or 'sweep'}@{digest}"

@@ -76,8 +76,8 @@ class _FollowRankZero(Callback):
 
 def reporter_for(trial: TrialSpec | None, monitor: str, is_main: bool = True) -> Callback | None:
     """The reporter of a sweep trial (None outside mlc's sweeper, or for an in-memory study)."""
-    if trial is None or trial.storage is None:
-        return None
+    if trial is None or trial.storage is None or len(trial.seeds) > 1:
+        return None  # (a trial of K seeded runs reports per seed, from the sweeper: its steps are seeds, not epochs)
     if not is_main:
         return _FollowRankZero()
     try:

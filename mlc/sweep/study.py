@@ -58,6 +58,11 @@ ATTR_TRACKING_URI, ATTR_PARENT_RUN = "mlc.tracking_uri", "mlc.parent_run_id"
 ATTR_RUN_DIR, ATTR_ERROR, ATTR_INTERRUPTED = "mlc.run_dir", "mlc.error", "mlc.interrupted"
 # Set when a trial is queued to continue an unfinished one: the checkpoint to resume, the trial it continues.
 ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
+# A trial of K seeded runs (seeds_per_trial): its value per finished seed, the seed its current run has, and
+# (on its continuation) the seed that the checkpoint belongs to.
+ATTR_SEED_VALUES, ATTR_RUN_SEED, ATTR_CHECKPOINT_SEED = "mlc.seed_values", "mlc.run_seed", "mlc.checkpoint_seed"
+# What a continuation takes over from the trial it continues.
+CARRIED = (ATTR_CONTINUES, ATTR_CHECKPOINT, ATTR_CHECKPOINT_SEED, ATTR_SEED_VALUES)
 # The sweep process that runs a trial (``process_owner``): a re-run on its host takes it over once it is gone.
 ATTR_OWNER = "mlc.owner"
 # Set on a trial asked beyond n_trials by a worker that lost a race with another (never run, not a failure).
@@ -195,10 +200,13 @@ def enqueue_continuation(study: optuna.Study, trial: FrozenTrial) -> None:
     The queued trial is the next that ``study.ask`` hands out, in this process or another worker.
     """
     attrs: dict[str, Any] = {ATTR_CONTINUES: trial.number}
+    if trial.user_attrs.get(ATTR_SEED_VALUES):  # the seeds it finished are not run again
+        attrs[ATTR_SEED_VALUES] = trial.user_attrs[ATTR_SEED_VALUES]
     run_dir = trial.user_attrs.get(ATTR_RUN_DIR)
     last = Path(run_dir) / "checkpoints" / "last.pt" if run_dir else None
     if last is not None and last.is_file():
         attrs[ATTR_CHECKPOINT] = str(last)
+        attrs[ATTR_CHECKPOINT_SEED] = trial.user_attrs.get(ATTR_RUN_SEED)
     study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
     log.info("trial #%d of %s queued to continue%s", trial.number, study.study_name,
              f" from {attrs[ATTR_CHECKPOINT]}" if ATTR_CHECKPOINT in attrs else " (no checkpoint: from the start)")
@@ -225,7 +233,7 @@ def within_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bo
     study.tell(trial, state=TrialState.FAIL)
     if continues is not None:  # a queued continuation must not be lost to the race: queue it again
         frozen = storage.get_trial(key)
-        attrs = {k: v for k, v in frozen.user_attrs.items() if k in (ATTR_CONTINUES, ATTR_CHECKPOINT)}
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k in CARRIED}
         study.enqueue_trial(dict(frozen.params), user_attrs=attrs, skip_if_exists=False)
     return False
 
@@ -316,14 +324,17 @@ class TrialSeededSampler(BaseSampler):
 
 
 def fingerprint(task_config: dict[str, Any], exclude: Sequence[str], search_space: dict[str, str],
-                direction: str) -> tuple[str, dict[str, Any]]:
-    """(short hash, flat config) of what every trial of a study shares."""
+                direction: str, seeds_per_trial: int = 1) -> tuple[str, dict[str, Any]]:
+    """(short hash, flat config) of what every trial of a study shares. A trial scored over K > 1 seeds
+    is another objective (the mean of K runs): another study."""
     def excluded(key: str) -> bool:
         return key.endswith("cache_dir") or any(key == p or key.startswith(p + ".")
                                                 for p in (*NOT_IN_FINGERPRINT, *exclude))
 
     flat = {k: v for k, v in flatten(task_config).items() if not excluded(k)}
     flat |= {f"search:{k}": str(v) for k, v in sorted(search_space.items())} | {"direction": direction}
+    if seeds_per_trial > 1:  # (one seed adds nothing: the names of studies run before K existed stay)
+        flat["seeds_per_trial"] = int(seeds_per_trial)
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return digest, flat
 

@@ -12,6 +12,11 @@ A study's status: ``ok`` (it reached ``n_trials`` finished trials, or has a resu
 is known), ``all pruned`` (every trial was stopped by the pruner), ``incomplete`` (it has a result
 but fewer finished trials than asked), ``failed`` (no trial completed, or more failed than
 ``max_failure_rate`` allows), ``not run``.
+
+A trial whose run recorded a degenerate best checkpoint (``"degenerate"`` in its run folder's ``result.json``,
+the folder the sweeper put in the trial's ``mlc.run_dir`` attribute; ``mlc.metrics.DEGENERATE_RULES``) is
+marked in the JSON, and a study whose best trial is one gets a ``degenerate`` column in the table and a
+one-line warning under it: its objective rewarded a model that does not tell images apart.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mlc.metrics import DEGENERATE_RULES
 
 SUMMARY_STEM = "sweep_summary"
 
@@ -49,6 +56,10 @@ class StudyResult:
     n_trials: int | None
     trials: list[tuple[dict[str, Any], float]]  # (params, value) of every complete trial
     max_failure_rate: float = 1.0
+    trial_degenerate: list[str | None] = field(default_factory=list)  # per complete trial (as ``trials``)
+    best_number: int | None = None
+    best_run_dir: str | None = None
+    best_degenerate: str | None = None  # the rule the best trial's run broke, None: not degenerate (or unknown)
 
     @property
     def status(self) -> str:
@@ -98,7 +109,7 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
     from optuna.trial import TrialState
 
     # deferred: mlc.sweep.study loads Optuna; every Hydra run imports this module (sweeper plugin, callbacks)
-    from mlc.sweep.study import ATTR_INTERRUPTED, ATTR_SURPLUS, stale_trial_numbers
+    from mlc.sweep.study import ATTR_INTERRUPTED, ATTR_RUN_DIR, ATTR_SURPLUS, stale_trial_numbers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
@@ -109,20 +120,45 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
         interrupted = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(ATTR_INTERRUPTED)) for t in trials)
         best = study.best_trial if done else None
+        flags = {t.number: run_degenerate(t.user_attrs.get(ATTR_RUN_DIR)) for t in done}
         out.append(StudyResult(
             name=ref.name, fixed=ref.fixed, best_params=dict(best.params) if best else {},
             best_value=best.value if best else None, complete=len(done), pruned=count[TrialState.PRUNED],
             failed=count[TrialState.FAIL] - interrupted, interrupted=interrupted, running=count[TrialState.RUNNING],
             stale=len(stale_trial_numbers(study)),
             waiting=count[TrialState.WAITING], n_trials=ref.n_trials,
-            trials=[(dict(t.params), float(t.value)) for t in done], max_failure_rate=max_failure_rate))
+            trials=[(dict(t.params), float(t.value)) for t in done], max_failure_rate=max_failure_rate,
+            trial_degenerate=[flags[t.number] for t in done], best_number=best.number if best else None,
+            best_run_dir=best.user_attrs.get(ATTR_RUN_DIR) if best else None,
+            best_degenerate=flags[best.number] if best else None))
     return out
+
+
+def run_degenerate(run_dir: str | None) -> str | None:
+    """The rule a trial's run recorded as broken by its best checkpoint (``"degenerate"`` in its ``result.json``);
+    None when it is not degenerate or cannot be told (no folder, no result.json yet, another machine's folder)."""
+    if not run_dir:
+        return None
+    try:
+        flag = json.loads((Path(run_dir) / "result.json").read_text()).get("degenerate")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(flag) if flag else None
+
+
+def degenerate_warnings(results: list[StudyResult], monitor: str) -> list[str]:
+    """One line per study whose best trial is degenerate."""
+    return [f"warning: {r.name}: the best trial #{r.best_number} ({monitor} = {_fmt(r.best_value)}) is degenerate "
+            f"({r.best_degenerate}: {DEGENERATE_RULES.get(r.best_degenerate, 'see its run log')}); the objective "
+            f"ranked first a model that barely tells images apart (run dir {r.best_run_dir})"
+            for r in results if r.best_degenerate]
 
 
 def format_table(results: list[StudyResult], monitor: str, searched: list[str]) -> str:
     fixed_keys = list(results[0].fixed) if results else []
-    header = [*fixed_keys, *(f"best {k}" for k in searched), f"best {monitor}", "finished", "failed", "running",
-              "status"]
+    flagged = any(r.best_degenerate for r in results)
+    header = [*fixed_keys, *(f"best {k}" for k in searched), f"best {monitor}", *(["degenerate"] if flagged else []),
+              "finished", "failed", "running", "status"]
     rows = []
     for r in results:
         finished = f"{r.complete + r.pruned}/{r.n_trials}" if r.n_trials is not None else str(r.complete + r.pruned)
@@ -130,13 +166,14 @@ def format_table(results: list[StudyResult], monitor: str, searched: list[str]) 
         if r.waiting:
             running += f" +{r.waiting} queued"
         rows.append([*(_fmt(r.fixed[k]) for k in fixed_keys), *(_fmt(r.best_params.get(k)) for k in searched),
-                     _fmt(r.best_value), finished, f"{r.failed} (+{r.interrupted} interrupted)" if r.interrupted
-                     else str(r.failed), running, r.status])
+                     _fmt(r.best_value), *([_fmt(r.best_degenerate)] if flagged else []), finished,
+                     f"{r.failed} (+{r.interrupted} interrupted)" if r.interrupted else str(r.failed), running,
+                     r.status])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(lines)
+    return "\n".join([*lines, *degenerate_warnings(results, monitor)])
 
 
 def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep_dir: Path, monitor: str,
@@ -151,9 +188,12 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
         "outcome": {"code": code, "message": message}, "max_failure_rate": max_failure_rate,
         "monitor": monitor, "direction": direction, "storage": storage_url, "searched": searched,
         "studies": [{"name": r.name, "fixed": r.fixed, "status": r.status, "best_params": r.best_params,
-                     "best_value": r.best_value, "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
+                     "best_value": r.best_value, "best_number": r.best_number, "best_degenerate": r.best_degenerate,
+                     "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
                      "failed": r.failed, "interrupted": r.interrupted, "running": r.running, "stale": r.stale,
-                     "trials": [{"params": p, "value": v} for p, v in r.trials]} for r in results]}, indent=2))
+                     "trials": [{"params": p, "value": v, "degenerate": d}
+                                for (p, v), d in zip(r.trials, _flags(r), strict=True)]} for r in results]},
+        indent=2))
     plot = _plot(results, sweep_dir / f"{SUMMARY_STEM}.png", monitor, searched)
     parent = sweep_dir / "mlflow_parent_run_id"
     if parent.exists():
@@ -221,6 +261,10 @@ def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[s
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def _flags(r: StudyResult) -> list[str | None]:
+    return r.trial_degenerate if len(r.trial_degenerate) == len(r.trials) else [None] * len(r.trials)
 
 
 def _write_atomic(path: Path, text: str) -> None:

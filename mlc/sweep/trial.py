@@ -8,9 +8,9 @@ process as one environment variable, set through ``hydra.job.env_set``, so that 
 launcher (in-process, joblib, submitit/SLURM) and whatever the number of ranks (the elastic launcher's
 ranks inherit it), and stays out of the task config (the config's fingerprint does not change).
 
-``seeds`` lists the seeds a trial is scored over, so that one trial can be K seeded runs (one job each,
-valued by their mean). Today the sweeper sends the config's one ``seed``, and the training process
-refuses to run under a message whose seeds do not include its own.
+``seeds`` lists the seeds a trial is scored over: with ``hydra.sweeper.seeds_per_trial`` K > 1 one
+trial is K runs (one job each, ``seed`` naming the job's own), valued by their mean; otherwise the
+config's one seed. The training process refuses to run under a message whose seeds do not include its own.
 
 Nothing in the message chooses code to run: the pruner is rebuilt from Optuna's own pruner classes only
 (``mlc.sweep.pruning.build_pruner``).
@@ -40,6 +40,7 @@ class TrialSpec:
     pruner: dict[str, Any] | None = None  # hydra.sweeper.pruner (``_target_`` + its arguments)
     parent_run_id: str | None = None  # the sweep's parent MLflow run
     seeds: tuple[int, ...] = ()  # the trial's seeds (one run each); () = the config's seed
+    seed: int | None = None  # this job's seed, one of ``seeds``, when the trial is several seeded runs
 
     def overrides(self, fixed_args: list[str] | tuple[str, ...] = ()) -> list[str]:
         """The Hydra overrides of this trial's job: the sweep's fixed arguments, the grid point, the
@@ -49,6 +50,8 @@ class TrialSpec:
         job = [*fixed_args, *(f"{k}={v}" for k, v in {**self.fixed, **self.params}.items())]
         if self.resume:
             job.append(f"trainer.resume={quote_override(self.resume)}")
+        if self.seed is not None:
+            job.append(f"seed={int(self.seed)}")
         return [*job, f"+hydra.job.env_set.{ENV}={quote_override(self.to_json())}"]
 
     def to_json(self) -> str:
