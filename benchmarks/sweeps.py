@@ -1,6 +1,6 @@
 """Sweep overhead per trial for each Optuna storage, and sweep throughput with 1 and 2 workers.
 
-Every measurement is a real sweep in a subprocess, as a user runs it: ``python -m mlc.train -m
+Every measurement is a real sweep in a subprocess, as a user runs it: ``python -m mlc.cli.train -m
 hparams_search=lambda_vs_negative_ratio`` with one study of ``TRIALS`` tiny trials (1 epoch of 128
 digits scenes), the default MLflow tracking (a SQLite store) and a warm digits cache, in a temporary
 outputs folder. Before any timing, one untimed training run with the same data fills the digits
@@ -171,7 +171,7 @@ def sweep(label: str, tmp: Path, outputs: Path, cache: Path, args: list[str], wo
     sweep_dir = tmp / "sweeps" / re.sub(r"\W+", "-", label).strip("-")
     overrides = [*SWEEP, *args, f"paths.cache={cache}", f"hydra.sweep.dir={sweep_dir}"]
     if workers is None:
-        cmd = [sys.executable, "-m", "mlc.train", "-m", *overrides]
+        cmd = [sys.executable, "-m", "mlc.cli.train", "-m", *overrides]
     else:
         cmd = [sys.executable, "-m", "mlc.cli", "sweep", "--workers", str(workers), *overrides]
     print(f"  {label}: running {TRIALS} trials ...", flush=True)
@@ -225,7 +225,7 @@ def render(overhead: list[tuple[str, Sweep]], throughput: list[tuple[int, Sweep]
         "# Sweep overhead and throughput (`make bench`, benchmarks/sweeps.py)", "",
         header, "",
         f"Each row is one real sweep of {TRIALS} tiny trials in a subprocess, "
-        f"`python -m mlc.train -m {' '.join(SWEEP)}` (one study; 1 epoch of 128 digits scenes, val and test 64, "
+        f"`python -m mlc.cli.train -m {' '.join(SWEEP)}` (one study; 1 epoch of 128 digits scenes, val and test 64, "
         "batch 32), with the default MLflow tracking (a SQLite store) unless the row says otherwise, a warm digits "
         "cache and an existing MLflow store (one untimed run beforehand), in a temporary outputs folder; "
         "`hydra.sweeper.storage` as in the first column.", "",
@@ -243,7 +243,7 @@ def render(overhead: list[tuple[str, Sweep]], throughput: list[tuple[int, Sweep]
         "| storage | wall s | own s / trial | start-up s | between trials s / trial | prepare / finish / sweeper s "
         "| wind-down s | all-in s / trial | load |",
         "|---|---|---|---|---|---|---|---|---|", *rows, "",
-        f"For scale: `python -m mlc.train --help` (Python, imports, Hydra's composition; no trial) takes "
+        f"For scale: `python -m mlc.cli.train --help` (Python, imports, Hydra's composition; no trial) takes "
         f"{help_s:.1f} s here.", "",
         "## Throughput: `mlc sweep --workers N`", "",
         f"The same {TRIALS}-trial sweep on SQLite storage through `python -m mlc.cli sweep --workers N` "
@@ -277,10 +277,10 @@ def run() -> str:
         outputs, cache = tmp / "outputs", tmp / "cache"
         outputs.mkdir()
         print("sweeps: warm-up run (digits cache, MLflow store) ...", flush=True)
-        _run([sys.executable, "-m", "mlc.train", *DATA, f"paths.cache={cache}",
+        _run([sys.executable, "-m", "mlc.cli.train", *DATA, f"paths.cache={cache}",
               "tracking.experiment=lambda_vs_negative_ratio", f"hydra.run.dir={tmp / 'warmup'}"],
              outputs, tmp / "warmup.log")
-        launched, exited = _run([sys.executable, "-m", "mlc.train", "--help"], outputs, tmp / "help.log")
+        launched, exited = _run([sys.executable, "-m", "mlc.cli.train", "--help"], outputs, tmp / "help.log")
         help_s = exited - launched
         server, postgres, note = start_postgres()
         notes.append(note)
