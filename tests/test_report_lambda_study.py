@@ -162,3 +162,30 @@ def test_without_seed_reruns_the_study_is_still_written(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert main(["--search", str(tmp_path), "--output", str(tmp_path / "other")]) == 2  # never overwrites a stranger
+
+
+def test_a_search_over_k_seeds_per_trial_gives_the_set_of_lambda_not_worse_than_the_best(tmp_path):
+    """seeds_per_trial K > 1: the summary keeps each trial's per-seed values; λ* is uncertain by the λ whose seeds
+    do not show them worse (one-sided paired t-test against λ*'s seeds, Holm over the trials), as SciPy says."""
+    from scipy import stats
+
+    from mlc.report.lambda_study import not_worse
+    from mlc.report.verdicts import holm
+
+    per_seed = {0.03: [0.80, 0.82, 0.79, 0.81],   # λ*: the best mean
+                0.01: [0.60, 0.63, 0.59, 0.61],   # clearly worse on every seed
+                0.05: [0.81, 0.80, 0.76, 0.80],   # a little worse on average, not significantly
+                0.3: [0.78, 0.80, 0.77, 0.79]}    # worse by 0.02 on every seed: significant although small
+    trials = [{"params": {"loss.lam": lam}, "value": sum(v) / 4, "seeds": {str(s): x for s, x in enumerate(v)}}
+              for lam, v in per_seed.items()]
+    write_summary(tmp_path, [{"name": "s[0.8]", "fixed": {"dataset.negative_ratio": 0.8}, "status": "ok",
+                              "trials": trials}])
+    _, lower, (s,), _, _ = read_search(tmp_path)
+    assert s.best_lam == 0.03 and s.seeds[0] == {"0": 0.80, "1": 0.82, "2": 0.79, "3": 0.81}
+    p = [stats.ttest_rel(per_seed[0.03], per_seed[lam], alternative="greater").pvalue for lam in (0.01, 0.05, 0.3)]
+    expected = [0.03] + [lam for lam, worse in zip((0.01, 0.05, 0.3), holm(p), strict=True) if not worse]
+    assert not_worse(s, lower) == tuple(sorted(expected)) == (0.03, 0.05)
+    # without re-runs, the study's near-best span is that set, so the relation can be judged
+    (out,) = build_rows([s], None, [], "best/val/f1_macro", [], lower, [])
+    assert out.span == (0.03, 0.05)
+    assert not_worse(search(0.8, [(0.03, 0.8), (0.05, 0.7)]), False) is None  # one seed per trial: no set

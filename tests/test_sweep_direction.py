@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from hydra_plugins.mlc_sweepers.study_grid import StudyGridSweeper
 from mlc.config import check_command_line, compose_config
 from mlc.errors import ConfigError
+from mlc.sweep.loop import SweepLoop
 from mlc.sweep.plan import plan_sweep
-from mlc.sweep.study import fingerprint
+from mlc.sweep.study import fingerprint, open_storage
 from tests.conftest import ROOT
 
 PRESET = ["hparams_search=lambda_vs_negative_ratio"]
@@ -79,25 +80,29 @@ def test_the_fingerprint_of_a_config_is_unchanged():
     assert digest == "efec3c94"
 
 
+def _loop(sweeper: StudyGridSweeper, cfg, url: str) -> SweepLoop:
+    """The loop ``sweeper.sweep`` runs on ``cfg`` (without a launcher here), with its storage open."""
+    loop = SweepLoop(cfg, None, url=url, n_trials=sweeper.n_trials, direction=sweeper.direction,
+                     sampler=sweeper.sampler_cfg, pruner=sweeper.pruner, grace_period=sweeper.grace_period)
+    loop.optuna_storage = open_storage(url, heartbeat_interval=None, grace_period=None)
+    return loop
+
+
 def test_a_study_made_with_the_explicit_direction_is_continued(tmp_path):
     """Studies a sweep created while the preset set the direction are found again, config and all."""
     import optuna
-
-    from mlc.sweep.study import open_storage
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     storage = [f"hydra.sweeper.storage={url}", "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"]
     old, cfg = _sweeper([*PRESET, *storage, "hydra.sweeper.direction=maximize"])
     old._check(cfg)
-    old.config, old.optuna_storage = cfg, open_storage(url, heartbeat_interval=None, grace_period=None)
-    ((ref, study),) = old._plan(plan_sweep(cfg).studies)
+    ((ref, study),) = _loop(old, cfg, url)._plan(plan_sweep(cfg).studies)
     study.enqueue_trial({"loss.lam": 0.01})
 
     new, cfg = _sweeper([*PRESET, *storage, f"hydra.sweeper.study_name={ref.name.partition('[')[0]}"])
     StudyGridSweeper.preflight(cfg)  # a named study recorded with another config would be refused here
     new._check(cfg)
-    new.config, new.optuna_storage = cfg, open_storage(url, heartbeat_interval=None, grace_period=None)
-    ((again, loaded),) = new._plan(plan_sweep(cfg).studies)
+    ((again, loaded),) = _loop(new, cfg, url)._plan(plan_sweep(cfg).studies)
     assert again.name == ref.name and loaded.direction == optuna.study.StudyDirection.MAXIMIZE
     assert loaded.user_attrs["mlc.config"] == study.user_attrs["mlc.config"] and len(loaded.trials) == 1
     summaries = optuna.get_all_study_summaries(open_storage(url, heartbeat_interval=None, grace_period=None))

@@ -147,8 +147,21 @@ def tiny_overrides(preset: Preset, overrides: list[str]) -> list[str]:
     return [*TINY, *preset.tiny, *trimmed]
 
 
+DEFAULT_MAX_SEEDS = 10
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """``--until-decided``: seeds added in planned rounds until every comparison is decided
+    (``mlc.report.sequential``)."""
+
+    max_seeds: int
+    per_round: int | None = None  # seeds added at each look (default: as many as the preset's first look has)
+    alpha: float = 0.05  # the error rate over all looks
+
+
 def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None = None,
-        outputs: Path | None = None, workers: int = 1, say=print) -> Path:
+        outputs: Path | None = None, workers: int = 1, say=print, adaptive: Adaptive | None = None) -> Path:
     """Run preset ``name`` (continuing an earlier run of the same command), report it, write RESULTS.md."""
     preset = presets().get(name)
     if preset is None:
@@ -158,6 +171,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     outputs = Path(outputs or os.environ.get("MLC_OUTPUTS") or REPO / "outputs").resolve()
     output = Path(output) if output is not None else REPO / "experiments" / name
     arguments = [*(tiny_overrides(preset, overrides) if tiny else []), *overrides]
+    looks = _plan_looks(preset, arguments, adaptive) if adaptive else None  # before anything runs
     planned = plan(outputs, name, arguments)
     folder = planned.folder
     env = {**os.environ, "MLC_OUTPUTS": str(outputs)}
@@ -172,8 +186,12 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
         if done.returncode != 0:
             raise SystemExit(done.returncode)  # the sweep printed its own error; the same command continues it
 
-    sweep(folder, arguments)  # every phase of the preset (hydra.sweeper.phases), as `mlc sweep` runs it
-    report_dir, study_dir = output / "report", None
+    report_dir, study_dir, design = output / "report", None, None
+    if looks is None:
+        sweep(folder, arguments)  # every phase of the preset (hydra.sweeper.phases), as `mlc sweep` runs it
+    else:  # the same sweep, one planned look of seeds at a time, until every comparison is decided
+        design = _until_decided(preset, looks, adaptive, tiny, outputs, folder,
+                                lambda seeds: sweep(folder, [*arguments, _seed_grid(seeds)]), say)
     if preset.reseed:  # the search is done: its best parameters over fresh seeds, in <folder>/seeds
         seeds = _ends(list(preset.reseed)) if tiny else list(preset.reseed)
         for fixed, best in best_points(folder, planned):
@@ -185,11 +203,12 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
                str(outputs), "--experiment", name, "--metrics", (tiny and preset.tiny_metrics) or preset.metrics,
                "--output", str(study_dir)], name, env, say)
     _report(name, outputs, folder / "seeds" if preset.reseed else folder, preset.group_by,
-            (tiny and preset.tiny_metrics) or preset.metrics, report_dir, preset.baseline, env, say)
+            (tiny and preset.tiny_metrics) or preset.metrics, report_dir, preset.baseline, env, say,
+            design.report_options if design else ())
     seconds = time.perf_counter() - started
     results = output / "RESULTS.md"
     results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results), commit,
-                                    study_dir, workers))
+                                    study_dir, workers, design))
     say(f"reproduce {name}: wrote {results} ({seconds / 60:.1f} min)")
     return results
 
@@ -240,10 +259,94 @@ def reseed_overrides(fixed: dict, best: dict, seeds: list[int]) -> list[str]:
 
 
 def _report(name: str, outputs: Path, sweep_dir: Path, group_by: str, metrics: str, out: Path, baseline: str | None,
-            env: dict, say) -> None:
+            env: dict, say, options: tuple[str, ...] = ()) -> None:
     _call(["mlc.report", "--outputs", str(outputs), "--experiment", name, "--sweep", str(sweep_dir), "--group-by",
-           group_by, "--metrics", metrics, "--output", str(out), *(["--baseline", baseline] if baseline else [])],
-          name, env, say)
+           group_by, "--metrics", metrics, "--output", str(out), *(["--baseline", baseline] if baseline else []),
+           *options], name, env, say)
+
+
+@dataclass(frozen=True)
+class Design:
+    """What ``--until-decided`` did: the write-up's section, and the final report's level and seeds."""
+
+    text: str  # mlc.report.sequential.markdown
+    report_options: tuple[str, ...]  # --alpha (the per-look level) and --seeds (those of the last look run)
+    command: tuple[str, ...]  # its options as the RESULTS.md command line shows them
+
+
+def _plan_looks(preset: Preset, arguments: list[str], adaptive: Adaptive) -> list[tuple[int, ...]]:
+    """The looks of ``--until-decided``, planned from the preset's seed grid before any run (one line if it cannot)."""
+    from mlc.config import compose_config  # deferred: mlc.config loads torch and Hydra; `mlc reproduce --help` does not
+    from mlc.report import sequential  # deferred: loads SciPy; `mlc reproduce --help` does not
+
+    if preset.reseed or not preset.baseline:
+        paired = [p.name for p in presets().values() if p.baseline and not p.reseed]
+        raise ReproduceError(f"--until-decided: preset {preset.name!r} has no paired comparisons to decide "
+                             f"(presets with a baseline: {', '.join(paired)})")
+    if not 0 < adaptive.alpha < 0.5:
+        raise ReproduceError(f"--alpha={adaptive.alpha!r}: must lie in (0, 0.5)")
+    grid = compose_config([f"experiment={preset.name}", *arguments], hydra=True).hydra.sweeper.study_grid
+    first = list(grid.get("seed") or [])
+    if not first:
+        raise ReproduceError(f"--until-decided: preset {preset.name!r} has no seed list in its study_grid to extend")
+    try:
+        return sequential.plan_looks(first, adaptive.max_seeds,
+                                     len(first) if adaptive.per_round is None else adaptive.per_round)
+    except sequential.DesignError as err:
+        raise ReproduceError(f"--until-decided: {err}") from None
+
+
+def _seed_grid(seeds: tuple[int, ...]) -> str:
+    return f"hydra.sweeper.study_grid.seed=[{','.join(map(str, seeds))}]"
+
+
+def _until_decided(preset: Preset, looks: list[tuple[int, ...]], adaptive: Adaptive, tiny: bool, outputs: Path,
+                   folder: Path, sweep, say) -> Design:
+    """Run the looks in order until every comparison of the preset's table is decided (``mlc.report.sequential``).
+
+    A look runs the sweep with its seeds (the runs of earlier looks are already there: the sweep continues them),
+    then computes the paired differences over exactly those seeds at the per-look level. Running the command again
+    replays the looks over the stored runs and reaches the same decisions."""
+    from mlc.report import build, sequential, stats  # deferred: loads numpy, SciPy, MLflow; `--help` does not
+    from mlc.report.cli import comma_list  # deferred: with the rest of mlc.report
+    from mlc.report.runs import ReportError, store_uri  # deferred: loads MLflow; `mlc reproduce --help` does not
+
+    per_look = sequential.look_alpha(adaptive.alpha, len(looks))
+    metrics = comma_list((tiny and preset.tiny_metrics) or preset.metrics, "metrics")
+    decisions: dict = {}
+    done: list[sequential.Look] = []
+    rows: list = []
+    groups = 0
+    for number, seeds in enumerate(looks, start=1):
+        say(f"reproduce {preset.name}: look {number}/{len(looks)}: {len(seeds)} seeds, each comparison at "
+            f"α = {per_look:.4g}", flush=True)
+        sweep(seeds)
+        opts = build.Options(store=store_uri(None, str(outputs)), store_option="--outputs", experiment=preset.name,
+                             output=outputs / "reproduce" / ".look", group_by=comma_list(preset.group_by, "group_by"),
+                             metrics=metrics, sweep=str(folder), baseline=preset.baseline, alpha=per_look,
+                             seeds=[str(s) for s in seeds])
+        try:
+            selection = build.select(opts)
+        except ReportError as err:
+            raise ReproduceError(f"--until-decided, look {number}: {err}") from None
+        rows = stats.differences(selection.summaries, selection.pairs, metrics, alpha=per_look)
+        undecided = sequential.record(decisions, rows, number, len(seeds))
+        groups = len(selection.summaries)
+        done.append(sequential.Look(number, seeds, len(selection.records), len(decisions),
+                                    len(decisions) + len(undecided)))
+        named = "; ".join(f"{'/'.join(values)} {metric}" for values, metric in undecided[:6])
+        say(f"reproduce {preset.name}: look {number}: {len(decisions)} of {len(decisions) + len(undecided)} "
+            f"comparisons decided" + (f"; undecided: {named}{' …' if len(undecided) > 6 else ''}" if undecided
+                                      else ""), flush=True)
+        if not undecided:
+            break
+    text = sequential.markdown(done, looks, decisions, rows, adaptive.alpha, fixed_runs=groups * len(looks[-1]))
+    last = done[-1].seeds
+    options = ("--alpha", repr(per_look), "--seeds", ",".join(map(str, last)))
+    command = ("--until-decided", f"--max-seeds={adaptive.max_seeds}",
+               *([f"--seeds-per-round={adaptive.per_round}"] if adaptive.per_round else []),
+               *([f"--alpha={adaptive.alpha:g}"] if adaptive.alpha != 0.05 else []))
+    return Design(text, options, command)
 
 
 def _call(module_and_args: list[str], name: str, env: dict, say) -> None:
@@ -282,9 +385,11 @@ def _last_wins(arguments: list[str]) -> list[str]:
 
 
 def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: Path, seconds: float,
-                 reading: str, commit: str, study_dir: Path | None = None, workers: int = 1) -> str:
+                 reading: str, commit: str, study_dir: Path | None = None, workers: int = 1,
+                 design: Design | None = None) -> str:
     command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []),
-                          *([f"--workers={workers}"] if workers > 1 else []), *overrides])
+                          *([f"--workers={workers}"] if workers > 1 else []), *(design.command if design else ()),
+                          *overrides])
     files = {p.name for p in report_dir.iterdir()}
     lines = [f"# `{preset.name}`", "", f"**Claim tested**: {preset.claim}.", "",
              "## How it was made", "", "```", command, "```", "",
@@ -307,14 +412,18 @@ def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: P
                   "![best lambda vs ratio](study/best_lambda_vs_ratio.png)", "",
                   "The search, every trial (`mlc report` of the search):", "",
                   "![search](search/lambda_vs_ratio.png)", ""]
+    if design is not None:
+        lines += ["## Adaptive seeds (`--until-decided`, made by `mlc reproduce`, not edited)", "", design.text, ""]
     lines += [f"## {'Re-runs over seeds' if study_dir else 'Results'} (made by `mlc report`, not edited)", "",
               "Mean ± sample std over seeds; best mean per column in bold.", "", _read(report_dir / "table.md")]
     if "differences.md" in files:
         key = preset.group_by.split(",")[0]
         to = (f"`{key}={preset.baseline}`" if ":" not in preset.baseline else "each " + key + "'s own baseline ("
               + ", ".join(f"`{a}` → `{b}`" for a, b in (p.split(":") for p in preset.baseline.split(","))) + ")")
-        lines += ["", f"Paired per-seed differences to {to} "
-                  "(95% t interval; *better*/*worse*: it excludes 0 and survives Holm's correction; *equivalent*: "
+        at = design.report_options[1] if design else "0.05"
+        lines += ["", f"Paired per-seed differences to {to} over every seed run "
+                  f"({100 * (1 - float(at)):.3g}% t interval; *better*/*worse*: it excludes 0 and survives Holm's "
+                  "correction; *equivalent*: "
                   "inside ±δ; else *inconclusive*, with what the seeds could have detected):", "",
                   _read(report_dir / "differences.md")]
     if "best_lambda.md" in files:
@@ -364,9 +473,22 @@ def main(argv: list[str] | None = None) -> int:
                         "outputs/)")
     parser.add_argument("--workers", type=int, default=1, help="processes of each sweep (mlc sweep --workers; "
                         "one per GPU on a GPU machine; default: %(default)s)")
+    parser.add_argument("--until-decided", action="store_true", help="add seeds in planned rounds until every "
+                        "paired comparison is better, worse or equivalent, or --max-seeds is reached; α is split "
+                        "over the planned looks (mlc.report.sequential)")
+    parser.add_argument("--max-seeds", type=int, default=None, help="with --until-decided: the most seeds per "
+                        f"group (default: {DEFAULT_MAX_SEEDS})")
+    parser.add_argument("--seeds-per-round", type=int, default=None, help="with --until-decided: seeds added at "
+                        "each look (default: as many as the preset's own)")
+    parser.add_argument("--alpha", type=float, default=None, help="with --until-decided: the error rate over all "
+                        "looks (default: 0.05)")
     args = parser.parse_args(argv)
+    adaptive = Adaptive(DEFAULT_MAX_SEEDS if args.max_seeds is None else args.max_seeds, args.seeds_per_round,
+                        0.05 if args.alpha is None else args.alpha) if args.until_decided else None
     try:
-        run(args.name, args.overrides, args.tiny, args.output, args.outputs, args.workers)
+        if adaptive is None and any(v is not None for v in (args.max_seeds, args.seeds_per_round, args.alpha)):
+            raise ReproduceError("--max-seeds, --seeds-per-round and --alpha go with --until-decided")
+        run(args.name, args.overrides, args.tiny, args.output, args.outputs, args.workers, adaptive=adaptive)
     except ReproduceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -55,6 +55,8 @@ class Options:
     runs: list[str] | None = None
     all_statuses: bool = False
     margins: dict[str, float] = field(default_factory=dict)  # --margin: δ per metric (others: the default)
+    alpha: float = verdicts.ALPHA  # --alpha: the level of the intervals and tests
+    seeds: list[str] | None = None  # --seeds: only runs of these seeds (a look of mlc reproduce --until-decided)
     argv: list[str] = field(default_factory=list)
 
 
@@ -85,10 +87,13 @@ def select(opts: Options, marker: str = "report.md") -> Selection:
             known = "; ".join(f"{d} ({n} runs)" for d, n in dirs.most_common(5))
             raise ReportError(f"--sweep={opts.sweep!r}: no matching run has {SWEEP_DIR_TAG}={sweep_dir}; "
                               f"sweep dirs of the matching runs: {known}")
+    if opts.seeds is not None:
+        records = [r for r in records if r.seed_value in opts.seeds]
     if not records:
         statuses = "any status" if opts.all_statuses else "FINISHED"
         where = "".join([f" matching --filter {opts.filter!r}" if opts.filter else "",
-                         f" in --sweep {opts.sweep!r}" if opts.sweep else ""])
+                         f" in --sweep {opts.sweep!r}" if opts.sweep else "",
+                         f" with --seeds {','.join(opts.seeds)}" if opts.seeds is not None else ""])
         raise ReportError(f"no training run (mlc.kind=run, {statuses}) in --experiment {opts.experiment!r}{where} "
                           f"(the experiment holds {describe_experiment(client, experiment.experiment_id)})")
     _check_keys(records, opts.group_by)
@@ -162,17 +167,18 @@ def write(sel: Selection, opts: Options, say=print) -> list[Path]:
     put("table.tex", tables.to_latex(table, "mean ± sample std over seeds (n seeds); best mean in bold"))
     diff_md = None
     if opts.baseline is not None:
-        rows = stats.differences(sel.summaries, sel.pairs, metrics, opts.margins)
+        rows = stats.differences(sel.summaries, sel.pairs, metrics, opts.margins, opts.alpha)
         if not rows:
             notes.append(f"differences: every group has {keys[0]}={opts.baseline}; nothing to compare")
         for r in rows:
             if r.n == 0:
                 notes.append(f"group {_label(r.values)}: no seed in common with baseline group {_label(r.baseline)}")
-        diff = tables.differences_table(rows, keys, metrics)
+        diff = tables.differences_table(rows, keys, metrics, opts.alpha)
         diff_md = put("differences.md", tables.to_markdown(diff))
         put("differences.csv", tables.differences_csv(rows, keys, metrics))
         put("differences.tex", tables.to_latex(diff, f"paired per-seed differences to {baseline_text(keys[0], opts)}; "
-                                                     f"95% Student-t interval; {verdict_rule(opts, metrics)}"))
+                                                     f"{verdicts.level(opts.alpha)} Student-t interval; "
+                                                     f"{verdict_rule(opts, metrics)}"))
     figure_links: list[tuple[str, str]] = []
 
     def figure(name: str, caption: str, draw) -> None:
@@ -397,6 +403,8 @@ def _index(sel: Selection, opts: Options, table_md: str, diff_md: str | None, be
         selection.append(f"filter {_code(opts.filter)}")
     if opts.sweep:
         selection.append(f"sweep {_code(str(Path(opts.sweep).resolve()))}")
+    if opts.seeds is not None:
+        selection.append(f"seeds {', '.join(opts.seeds)}")
     groups = len(sel.summaries)
     lines = [
         f"# Report: {', '.join(keys)} on experiment '{opts.experiment}'", "",
@@ -413,8 +421,9 @@ def _index(sel: Selection, opts: Options, table_md: str, diff_md: str | None, be
     if diff_md is not None:
         lines += [f"## Differences to {baseline_text(keys[0], opts)}", "",
                   "Per seed, each group minus the baseline group with the same other keys, over the seeds both have; "
-                  f"mean and 95% Student-t interval. {verdict_rule(opts, opts.metrics)}. MDE: the difference these "
-                  "pairs would detect with 80% power (paired t-test, 5%) at the observed spread; in brackets the "
+                  f"mean and {verdicts.level(opts.alpha)} Student-t interval. {verdict_rule(opts, opts.metrics)}. "
+                  f"MDE: the difference these pairs would detect with 80% power (paired t-test, {opts.alpha:.3g}) at "
+                  "the observed spread; in brackets the "
                   "seeds that would detect ±δ "
                   "(files: [differences.md](differences.md), [differences.csv](differences.csv), "
                   "[differences.tex](differences.tex)).", "", diff_md]

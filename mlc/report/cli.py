@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                    "pairs 'value:baseline,...' (e.g. any_bce:cb_bce,any_focal:cb_focal): each value against its own")
     p.add_argument("--margin", default=None, help="δ of an 'equivalent' verdict: a difference inside ±δ does not "
                    "matter; one number for every metric, or 'metric=δ,...' (default: 0.01, one point of a fraction)")
+    p.add_argument("--alpha", type=float, default=0.05, help="the level of every interval and test: (1 - alpha) "
+                   "intervals, Holm's correction at alpha (default: %(default)s)")
+    p.add_argument("--seeds", help="comma-separated seeds: only the runs of these seeds (default: every seed)")
     p.add_argument("--runs", help="comma-separated run ids for the PR/AP figures (default: the lowest seed of "
                                   "each group)")
     p.add_argument("--all-statuses", action="store_true", help="also runs that did not end FINISHED")
@@ -106,6 +109,12 @@ def _margin(value: str, text: str) -> float:
     return margin
 
 
+def _alpha(alpha: float) -> float:
+    if not 0 < alpha < 0.5:
+        raise ReportError(f"--alpha={alpha!r}: must lie in (0, 0.5), e.g. 0.05 for 95% intervals")
+    return alpha
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -128,7 +137,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         group_by=comma_list(args.group_by, "--group-by"),
         metrics=comma_list(args.metrics, "--metrics"), filter=args.filter, sweep=args.sweep, baseline=args.baseline,
         runs=comma_list(args.runs, "--runs") if args.runs is not None else None, all_statuses=args.all_statuses,
-        margins=parse_margins(args.margin, comma_list(args.metrics, "--metrics")), argv=argv)
+        margins=parse_margins(args.margin, comma_list(args.metrics, "--metrics")), alpha=_alpha(args.alpha),
+        seeds=comma_list(args.seeds, "--seeds") if args.seeds is not None else None, argv=argv)
     selection = build.select(opts)
     written = build.write(selection, opts)
     if args.no_log:

@@ -53,6 +53,7 @@ class Search:
     trials: tuple[tuple[float, float], ...]  # (λ, objective) per finished trial
     best_lam: float
     best_value: float
+    seeds: tuple[dict[str, float], ...] = ()  # per trial (as ``trials``): {seed: objective} of a K > 1 search
 
 
 @dataclass
@@ -100,9 +101,10 @@ def read_search(sweep_dir: Path) -> tuple[str, bool, list[Search], list[str], li
         if RATIO not in fixed:
             raise ReportError(f"--search: study {study.get('name')!r} does not hold {RATIO} fixed; the search "
                               f"needs one study per negative ratio (hydra.sweeper.study_grid.{RATIO}=[...])")
-        trials = tuple((float(t["params"][LAMBDA]), float(t["value"])) for t in study.get("trials") or []
-                       if LAMBDA in (t.get("params") or {}) and t.get("value") is not None
-                       and math.isfinite(float(t["value"])))
+        kept = [t for t in study.get("trials") or [] if LAMBDA in (t.get("params") or {})
+                and t.get("value") is not None and math.isfinite(float(t["value"]))]
+        trials = tuple((float(t["params"][LAMBDA]), float(t["value"])) for t in kept)
+        seeds = tuple({str(k): float(v) for k, v in (t.get("seeds") or {}).items()} for t in kept)
         if not trials:
             notes.append(f"study {study.get('name')!r}: no finished trial ({study.get('status')}); left out")
             continue
@@ -112,7 +114,8 @@ def read_search(sweep_dir: Path) -> tuple[str, bool, list[Search], list[str], li
         keys = [k for k in fixed if k != RATIO]
         series_keys = series_keys or keys
         best = (min if direction == "minimize" else max)(trials, key=lambda t: t[1])
-        out.append(Search(tuple(str(fixed[k]) for k in keys), float(fixed[RATIO]), trials, *best))
+        out.append(Search(tuple(str(fixed[k]) for k in keys), float(fixed[RATIO]), trials, *best,
+                          seeds if any(seeds) else ()))
     if not out:
         raise ReportError(f"--search: no study in {path} has a finished trial")
     out.sort(key=lambda s: (tuple(map(natural_key, s.series)), s.ratio))
@@ -124,6 +127,36 @@ def near_best(trials, best_value: float, spread: float, lower_better: bool) -> t
     if lower_better:
         return tuple(sorted(lam for lam, v in trials if v <= best_value + spread))
     return tuple(sorted(lam for lam, v in trials if v >= best_value - spread))
+
+
+def not_worse(search: Search, lower_better: bool, alpha: float = SIGNIFICANCE) -> tuple[float, ...] | None:
+    """With K > 1 seeds per trial: the λ of every trial that its seeds cannot call worse than λ* (one-sided
+    paired t-test over the seeds both ran, Holm's correction over the trials at ``alpha``; a trial with fewer
+    than two common seeds cannot be called worse). None without per-seed values (a one-seed search)."""
+    from scipy import stats  # deferred: loads SciPy; `python -m mlc.report.lambda_study --help` does not
+
+    from mlc.report.verdicts import holm  # deferred: with SciPy, as above
+
+    if not search.seeds:
+        return None
+    best = search.trials.index((search.best_lam, search.best_value))
+    mine, tested, kept = search.seeds[best], [], [search.best_lam]
+    for i, (lam, _) in enumerate(search.trials):
+        common = [s for s in search.seeds[i] if s in mine]
+        if i == best:
+            continue
+        if len(common) < 2:
+            kept.append(lam)
+            continue
+        sign = -1.0 if lower_better else 1.0  # d > 0: the trial is worse than λ*
+        d = [sign * (mine[s] - search.seeds[i][s]) for s in common]
+        sd = float(stats.tstd(d))
+        p = (0.0 if sum(d) > 0 else 1.0) if sd == 0 else \
+            float(stats.t.sf(sum(d) / len(d) / (sd / math.sqrt(len(d))), len(d) - 1))
+        tested.append((lam, p))
+    worse = holm([p for _, p in tested], alpha)
+    kept += [lam for (lam, _), rejected in zip(tested, worse, strict=True) if not rejected]
+    return tuple(sorted(kept))
 
 
 def relations(rows: list[Row]) -> list[Relation]:
@@ -181,6 +214,8 @@ def build_rows(searches: list[Search], summaries, series_keys: list[str], object
                 used.add(i)
         if row.objective is not None and row.objective.std is not None:
             row.near = near_best(s.trials, s.best_value, row.objective.std, lower_better)
+        elif s.seeds:  # a search over K seeds per trial measured its own spread
+            row.near = not_worse(s, lower_better)
         elif summaries is not None:
             notes.append(f"negative ratio {s.ratio:g}{_series_note(s.series, series_keys)}: fewer than two seeds "
                          f"re-ran its best λ {_lam(s.best_lam)}: no near-best span")
@@ -228,8 +263,10 @@ def markdown(rows: list[Row], rels: list[Relation], series_keys: list[str], moni
     for rel in rels:
         prefix = f"{_series_note(rel.series, series_keys).strip(' ()')}: " if rel.series else ""
         lines.append(f"- **Relation**: {prefix}{rel.verdict}.")
-    lines += ["", f"λ* is the search's best trial (one seed) on {monitor}; *near-best* are the searched λ whose "
-              f"{monitor} is within one seed std (from the re-runs of λ*) of the best."]
+    lines += ["", f"λ* is the search's best trial on {monitor}; *near-best* are the searched λ whose "
+              f"{monitor} is within one seed std (from the re-runs of λ*) of the best, or, for a search of K > 1 "
+              "seeds per trial without re-runs, the λ whose seeds do not show them worse than λ* (one-sided "
+              "paired t-test, Holm over the trials, 5%)."]
     lines += [f"- note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 

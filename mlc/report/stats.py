@@ -129,6 +129,7 @@ class Difference:
     mde: float | None = None  # the difference n pairs detect with 80% power at the observed spread
     seeds_needed: int | None = None  # pairs that detect δ with 80% power at that spread (None: more than 1000)
     holm_demoted: str | None = None  # the verdict ("better"/"worse") Holm's correction over the table undid
+    alpha: float = verdicts.ALPHA  # the level: a (1 - alpha) interval, tests and power at alpha
 
     @property
     def label(self) -> str:
@@ -136,29 +137,29 @@ class Difference:
 
 
 def paired_difference(values: dict[str, float], baseline: dict[str, float], lower_better: bool = False,
-                      margin: float = verdicts.DEFAULT_MARGIN) -> Difference:
-    """Mean of ``values[s] - baseline[s]`` over the seeds s both have, its 95% Student-t interval, the
-    verdict and what the pairs could detect (``mlc.report.verdicts``)."""
+                      margin: float = verdicts.DEFAULT_MARGIN, alpha: float = verdicts.ALPHA) -> Difference:
+    """Mean of ``values[s] - baseline[s]`` over the seeds s both have, its (1 - alpha) Student-t interval
+    (95% by default), the verdict and what the pairs could detect at that level (``mlc.report.verdicts``)."""
     seeds = [s for s in values if s in baseline]
     d = np.array([values[s] - baseline[s] for s in seeds], dtype=np.float64)
     if len(d) == 0:
-        return Difference(math.nan, None, None, 0, NO_PAIRS, margin)
+        return Difference(math.nan, None, None, 0, NO_PAIRS, margin, alpha=alpha)
     mean = float(d.mean())
     if len(d) == 1:
-        return Difference(mean, None, None, 1, NO_INTERVAL, margin)
-    low, high = verdicts.interval(d)
+        return Difference(mean, None, None, 1, NO_INTERVAL, margin, alpha=alpha)
+    low, high = verdicts.interval(d, 1 - alpha)
     sd = float(d.std(ddof=1))
-    mde = verdicts.detectable_effect(len(d)) * sd
-    needed = verdicts.seeds_needed(margin / sd) if sd > 0 else len(d)
+    mde = verdicts.detectable_effect(len(d), alpha) * sd
+    needed = verdicts.seeds_needed(margin / sd, alpha) if sd > 0 else len(d)
     return Difference(mean, low, high, len(d), verdicts.verdict(low, high, mean, margin, lower_better), margin,
-                      verdicts.p_value(d), mde, needed)
+                      verdicts.p_value(d), mde, needed, alpha=alpha)
 
 
-def holm_over(rows: Sequence[DifferenceRow]) -> list[DifferenceRow]:
-    """The rows with Holm's correction over every comparison in them (rows × metrics): a better/worse
-    verdict that does not survive it becomes inconclusive, saying what it was."""
+def holm_over(rows: Sequence[DifferenceRow], alpha: float = verdicts.ALPHA) -> list[DifferenceRow]:
+    """The rows with Holm's correction at ``alpha`` over every comparison in them (rows × metrics): a
+    better/worse verdict that does not survive it becomes inconclusive, saying what it was."""
     cells = [(r, m) for r in rows for m, d in r.diffs.items() if d.p is not None]
-    keep = verdicts.holm([r.diffs[m].p for r, m in cells])
+    keep = verdicts.holm([r.diffs[m].p for r, m in cells], alpha)
     for (r, m), kept in zip(cells, keep, strict=True):
         d = r.diffs[m]
         if d.verdict in (BETTER, WORSE) and not kept:
@@ -191,9 +192,10 @@ def baseline_pairs(baseline: str, present: Sequence[str]) -> dict[str, str]:
 
 
 def differences(summaries: Sequence[GroupSummary], pairs: dict[str, str], metrics: Sequence[str],
-                margins: dict[str, float] | None = None) -> list[DifferenceRow]:
+                margins: dict[str, float] | None = None, alpha: float = verdicts.ALPHA) -> list[DifferenceRow]:
     """Each group whose first key is in ``pairs`` against the group with its baseline value there and the same
-    values of the other keys (rows without such a group get n=0); Holm's correction over the whole table."""
+    values of the other keys (rows without such a group get n=0); Holm's correction over the whole table; every
+    interval and test at level ``alpha`` (``mlc.report.sequential`` lowers it to spread α over several looks)."""
     by_values = {s.values: s for s in summaries}
     rows = []
     for s in summaries:
@@ -206,10 +208,10 @@ def differences(summaries: Sequence[GroupSummary], pairs: dict[str, str], metric
             mine = seed_values(s.runs, m)
             theirs = seed_values(partner.runs, m) if partner else {}
             diffs[m] = paired_difference(mine, theirs, lower_is_better(m),
-                                         (margins or {}).get(m, verdicts.DEFAULT_MARGIN))
+                                         (margins or {}).get(m, verdicts.DEFAULT_MARGIN), alpha)
         n = next(iter(diffs.values())).n if diffs else 0
         rows.append(DifferenceRow(s.values, partner_values, n, diffs))
-    return holm_over(rows)
+    return holm_over(rows, alpha)
 
 
 @dataclass(frozen=True)

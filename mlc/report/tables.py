@@ -49,12 +49,13 @@ def summary_csv(summaries: Sequence[GroupSummary], keys: Sequence[str], metrics:
     return _csv(header, rows)
 
 
-def differences_table(rows: Sequence[DifferenceRow], keys: Sequence[str], metrics: Sequence[str]) -> Table:
-    """Per group and metric: Δ to the baseline with its 95% interval, the verdict, the minimum detectable
+def differences_table(rows: Sequence[DifferenceRow], keys: Sequence[str], metrics: Sequence[str],
+                      alpha: float = verdicts.ALPHA) -> Table:
+    """Per group and metric: Δ to the baseline with its (1 - alpha) interval, the verdict, the minimum detectable
     effect of these pairs and the seeds that would detect the margin δ (``mlc.report.verdicts``)."""
     body = [[*r.values, str(r.n), *(x for m in metrics for x in (_delta(r.diffs[m]), r.diffs[m].label,
                                                                   _detects(r.diffs[m])))] for r in rows]
-    header = [*keys, "n pairs", *(x for m in metrics for x in (f"Δ {m} [95% CI]", f"{m} verdict",
+    header = [*keys, "n pairs", *(x for m in metrics for x in (f"Δ {m} [{verdicts.level(alpha)} CI]", f"{m} verdict",
                                                                  f"{m} MDE (seeds for ±δ)"))]
     return Table(header, body, [False] * len(keys) + [True] + [True, False, True] * len(metrics))
 

@@ -19,11 +19,12 @@ with an MDE of 0.08 says that a difference of 0.03 could easily have been missed
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
 NO_INTERVAL = "n=1: no interval"
@@ -35,9 +36,14 @@ DEFAULT_MARGIN = 0.01
 MAX_SEEDS = 1000  # beyond this the seeds needed are reported as "> 1000"
 
 
+def level(alpha: float = ALPHA) -> str:
+    """An interval's confidence as the tables print it: 0.05 -> "95%", 0.05 / 3 -> "98.3%"."""
+    return f"{100 * (1 - alpha):.3g}%"
+
+
 def interval(d: np.ndarray, confidence: float = 1 - ALPHA) -> tuple[float, float]:
     """Student-t interval of the mean of ``d`` (at least two values)."""
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    half = float(special.stdtrit(len(d) - 1, 0.5 + confidence / 2) * d.std(ddof=1) / math.sqrt(len(d)))
     return float(d.mean()) - half, float(d.mean()) + half
 
 
@@ -47,7 +53,7 @@ def p_value(d: np.ndarray) -> float:
     if sd == 0:
         return 1.0 if float(d.mean()) == 0 else 0.0
     t = float(d.mean()) / (sd / math.sqrt(len(d)))
-    return float(2 * stats.t.sf(abs(t), len(d) - 1))
+    return float(2 * special.stdtr(len(d) - 1, -abs(t)))
 
 
 def verdict(low: float, high: float, mean: float, margin: float, lower_better: bool = False) -> str:
@@ -63,11 +69,15 @@ def verdict(low: float, high: float, mean: float, margin: float, lower_better: b
 def power(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Power of the two-sided one-sample (paired) t-test with n pairs at standardised effect ``effect``."""
     df, nc = n - 1, effect * math.sqrt(n)
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    # P(T > crit) + P(T < -crit); the lower tail as the upper tail of -T (SciPy's cdf there underflows to NaN)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
+    crit = float(special.stdtrit(df, 1 - alpha / 2))
+    # P(T > crit) + P(T < -crit), the upper tail as the lower tail of -T: scipy.special's distribution function is
+    # ~50x faster than scipy.stats' (the simulations of mlc.report.sequential call this thousands of times), but it
+    # gives NaN far in the tails, where stats.nct's survival function (Boost) is used instead
+    fast = float(special.nctdtr(df, -nc, -crit) + special.nctdtr(df, nc, -crit))
+    return fast if math.isfinite(fast) else float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
 
 
+@functools.lru_cache(maxsize=1024)  # a function of (n, alpha, target) alone: a table asks it once per pair count
 def detectable_effect(n: int, alpha: float = ALPHA, target: float = POWER) -> float:
     """The standardised effect (mean / sd of the differences) that n pairs detect with ``target`` power."""
     return float(optimize.brentq(lambda e: power(e, n, alpha) - target, 1e-6, 30.0, xtol=1e-12))
@@ -79,11 +89,15 @@ def seeds_needed(effect: float, alpha: float = ALPHA, target: float = POWER) -> 
         return None
     if power(effect, MAX_SEEDS, alpha) < target:
         return None
-    low, high = 2, MAX_SEEDS  # power grows with n: bisect for the first n that reaches the target
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (mid + 1, high) if power(effect, mid, alpha) < target else (low, mid)
-    return low
+    # power grows with n: start at the normal approximation's n and step to the first n that reaches the target
+    # (the t test needs a little more than the z test, so this is one to three steps, not a bisection)
+    guess = ((special.ndtri(1 - alpha / 2) + special.ndtri(target)) / effect) ** 2
+    n = min(MAX_SEEDS, max(2, math.ceil(guess)))
+    while power(effect, n, alpha) < target:
+        n += 1
+    while n > 2 and power(effect, n - 1, alpha) >= target:
+        n -= 1
+    return n
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:

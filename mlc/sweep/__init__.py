@@ -2,6 +2,7 @@
 adapter over it, and ``mlc reproduce`` plans with the same ``plan``.
 
 - ``plan``: the studies a sweep makes (grid points, phases, search space, names, directions);
+- ``loop``: ``SweepLoop``, the ask-and-tell loop that runs them on a launch callable (Hydra's launcher);
 - ``trial``: ``TrialSpec``, the one message from the sweeper to a trial's training process;
 - ``study``: Optuna storages, heartbeats, trial owners, dead trials taken over, fingerprints;
 - ``summary``: what a sweep found and its outcome (the exit code), read from its studies;

@@ -1,6 +1,6 @@
 """Optuna studies that survive restarts, kills and a second worker.
 
-What the sweeper (``hydra_plugins/mlc_sweepers/study_grid.py``) and ``python -m mlc.sweep.summary`` share:
+What the sweep loop (``mlc.sweep.loop``) and ``python -m mlc.sweep.summary`` share:
 
 - ``open_storage``: the RDB storage with Optuna's **heartbeat** (a thread records each running
   trial's heartbeat every ``heartbeat_interval`` s, in the database's own clock); a RUNNING trial

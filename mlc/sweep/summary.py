@@ -57,6 +57,7 @@ class StudyResult:
     trials: list[tuple[dict[str, Any], float]]  # (params, value) of every complete trial
     max_failure_rate: float = 1.0
     trial_degenerate: list[str | None] = field(default_factory=list)  # per complete trial (as ``trials``)
+    trial_seeds: list[dict[str, float]] = field(default_factory=list)  # per complete trial: {seed: value} (K > 1)
     best_number: int | None = None
     best_run_dir: str | None = None
     best_degenerate: str | None = None  # the rule the best trial's run broke, None: not degenerate (or unknown)
@@ -109,7 +110,7 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
     from optuna.trial import TrialState
 
     # deferred: mlc.sweep.study loads Optuna; every Hydra run imports this module (sweeper plugin, callbacks)
-    from mlc.sweep.study import ATTR_INTERRUPTED, ATTR_RUN_DIR, ATTR_SURPLUS, stale_trial_numbers
+    from mlc.sweep.study import ATTR_INTERRUPTED, ATTR_RUN_DIR, ATTR_SEED_VALUES, ATTR_SURPLUS, stale_trial_numbers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
@@ -129,6 +130,7 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
             waiting=count[TrialState.WAITING], n_trials=ref.n_trials,
             trials=[(dict(t.params), float(t.value)) for t in done], max_failure_rate=max_failure_rate,
             trial_degenerate=[flags[t.number] for t in done], best_number=best.number if best else None,
+            trial_seeds=[dict(t.user_attrs.get(ATTR_SEED_VALUES) or {}) for t in done],
             best_run_dir=best.user_attrs.get(ATTR_RUN_DIR) if best else None,
             best_degenerate=flags[best.number] if best else None))
     return out
@@ -191,8 +193,9 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
                      "best_value": r.best_value, "best_number": r.best_number, "best_degenerate": r.best_degenerate,
                      "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
                      "failed": r.failed, "interrupted": r.interrupted, "running": r.running, "stale": r.stale,
-                     "trials": [{"params": p, "value": v, "degenerate": d}
-                                for (p, v), d in zip(r.trials, _flags(r), strict=True)]} for r in results]},
+                     "trials": [{"params": p, "value": v, "degenerate": d, **({"seeds": k} if k else {})}
+                                for (p, v), d, k in zip(r.trials, _flags(r), _seeds(r), strict=True)]}
+                    for r in results]},
         indent=2))
     plot = _plot(results, sweep_dir / f"{SUMMARY_STEM}.png", monitor, searched)
     parent = sweep_dir / "mlflow_parent_run_id"
@@ -265,6 +268,11 @@ def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[s
 
 def _flags(r: StudyResult) -> list[str | None]:
     return r.trial_degenerate if len(r.trial_degenerate) == len(r.trials) else [None] * len(r.trials)
+
+
+def _seeds(r: StudyResult) -> list[dict[str, float]]:
+    """Each complete trial's per-seed values (``seeds_per_trial`` K > 1; empty dicts otherwise)."""
+    return r.trial_seeds if len(r.trial_seeds) == len(r.trials) else [{}] * len(r.trials)
 
 
 def _write_atomic(path: Path, text: str) -> None:
