@@ -45,12 +45,17 @@ class TrackingSettings:
     experiment: str = "mlc"
     run_name: str | None = None
     log_checkpoint: str = "best"
+    system_metrics: bool = True  # MLflow's system metrics (system/*) while the run trains
+    system_metrics_interval: float = 10.0  # seconds between samples
 
     def __post_init__(self) -> None:
         require(isinstance(self.enabled, bool), "enabled", self.enabled, "must be true or false")
         require(self.log_checkpoint in ("best", "last", "both", "none"), "log_checkpoint", self.log_checkpoint,
                 "must be best, last, both or none")
         require(bool(self.experiment), "experiment", self.experiment, "must be a non-empty name")
+        require(isinstance(self.system_metrics, bool), "system_metrics", self.system_metrics, "must be true or false")
+        require(_is_number(self.system_metrics_interval) and self.system_metrics_interval > 0,
+                "system_metrics_interval", self.system_metrics_interval, "must be a positive number of seconds")
         if self.enabled:
             check_tracking_uri(self.tracking_uri)
 
@@ -138,6 +143,7 @@ class MLflowTracker:
             reason = f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
             raise ConfigError("tracking.tracking_uri", uri, f"cannot open the MLflow store ({reason})") from None
         self.run_id: str | None = None
+        self._system_metrics: Any = None  # MLflow's SystemMetricsMonitor while the run is open
 
     def experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -166,13 +172,38 @@ class MLflowTracker:
             self.run_id = resume_run_id
             moved = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}  # a continued sweep trial
             self.set_tags({"mlc.resumed": "true"} | (tags or {}) | moved)
+            self._start_system_metrics(resumed=True)
             return resume_run_id
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id(), run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
+        self._start_system_metrics(resumed=False)
         return self.run_id
+
+    def _start_system_metrics(self, resumed: bool) -> None:
+        """MLflow's system-metrics thread for this run (``tracking.system_metrics``): it samples CPU, memory,
+        disk, network and any NVIDIA GPU every ``system_metrics_interval`` s as ``system/*`` metrics, and stops
+        with ``end`` (or by itself once the run is no longer RUNNING). A continued run carries on its steps."""
+        if not self.settings.system_metrics:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._system_metrics = SystemMetricsMonitor(
+                self.run_id, sampling_interval=float(self.settings.system_metrics_interval),
+                resume_logging=resumed, tracking_uri=self.settings.tracking_uri)
+            self._system_metrics.start()
+        except Exception as err:  # monitoring is secondary: the run trains and is tracked without it
+            log.warning("system metrics are not logged (%s: %s)", type(err).__name__, str(err).splitlines()[0]
+                        if str(err) else "")
+            self._system_metrics = None
+
+    def _stop_system_metrics(self) -> None:
+        if self._system_metrics is not None:
+            self._system_metrics.finish()  # joins the thread (at most one interval) and flushes its last batch
+            self._system_metrics = None
 
     @_store_call
     def log_params(self, params: dict[str, Any]) -> None:
@@ -211,6 +242,7 @@ class MLflowTracker:
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         if self.run_id is None:
             return
+        self._stop_system_metrics()
         if error:
             self.set_tags({"mlc.error": error})
         self.client.set_terminated(self.run_id, status=status)

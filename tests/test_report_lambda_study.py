@@ -68,6 +68,14 @@ def test_the_rank_correlation_is_spearmans_rho_worked_out_by_hand():
     assert rel.rho == pytest.approx(0.8)
     assert rel.p == pytest.approx(0.104, abs=0.001)  # t = 0.8*sqrt(3/0.36) = 2.309 with 3 degrees of freedom
     assert rel.verdict.startswith("inconclusive: the best λ moves between ratios without a monotone trend at 5%")
+    # its 95% interval: Fisher's z with Bonett-Wright's standard error, worked out here in float64
+    import math
+
+    z, se = math.atanh(0.8), math.sqrt((1 + 0.8 ** 2 / 2) / (5 - 3))
+    assert rel.rho_interval == pytest.approx((math.tanh(z - 1.959963984540054 * se),
+                                              math.tanh(z + 1.959963984540054 * se)))
+    assert rel.rho_interval == pytest.approx((-0.4571, 0.9908), abs=1e-4)  # z = 1.0986, se = 0.8124
+    assert f"ρ = +0.80 [{rel.rho_interval[0]:+.2f}, +0.99], p = 0.1" in rel.verdict
 
 
 def test_without_a_seed_spread_the_relation_is_not_decided_and_two_ratios_give_no_correlation():

@@ -16,7 +16,8 @@ from mlc.sweep.plan import study_direction
 from mlc.sweep.study import ATTR_ERROR, open_storage
 
 
-def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = (), degenerate: tuple[int, ...] = ()
+          ) -> list[tuple[str, ...]]:
     """Run a sweep of 2 studies (negative ratio 0.5 and 0.9) of 3 trials each; the jobs it launched. The first
     job at negative ratio ``fail`` fails, its exception kept on its ``JobReturn`` as a launcher keeps it."""
     url = f"sqlite:///{tmp_path}/optuna.db"
@@ -27,7 +28,11 @@ def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = ()) -> lis
 
     def launch(overrides: list[tuple[str, ...]], initial_job_idx: int) -> list[JobReturn]:
         returns = []
-        for job in overrides:
+        for offset, job in enumerate(overrides):
+            if len(jobs) in degenerate:  # this job's run records degenerate predictions, as training does
+                run_dir = tmp_path / "sweep" / str(initial_job_idx + offset)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "result.json").write_text(json.dumps({"degenerate": "same_set"}))
             args = dict(o.split("=", 1) for o in job if not o.startswith("+hydra."))
             ret = JobReturn(overrides=list(job), status=JobStatus.COMPLETED)
             ret.return_value = float(args["dataset.negative_ratio"]) - (math.log10(float(args["loss.lam"])) + 1.5) ** 2
@@ -99,10 +104,12 @@ def test_with_k_seeds_per_trial_the_summary_keeps_each_trials_per_seed_values(tm
     """What ``mlc.report.lambda_study`` needs for the set of λ not worse than λ*: every seed's value, and the
     trial's value is their mean."""
     jobs = sweep(tmp_path, extra=("hydra.sweeper.seeds_per_trial=2",
-                                  "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"))
+                                  "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"), degenerate=(0,))
     assert len(jobs) == 6  # 3 trials × 2 seeds (each job's seed travels in its TrialSpec)
     (study,) = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())["studies"]
     assert len(study["trials"]) == 3
     for trial in study["trials"]:
         assert sorted(trial["seeds"]) == ["0", "1"]
         assert trial["value"] == sum(trial["seeds"].values()) / 2
+    # the first trial's first seed (job 0) was degenerate: the trial is flagged, though its last run was not
+    assert [t["degenerate"] for t in study["trials"]] == ["same_set", None, None]

@@ -23,13 +23,16 @@ def run_dirs(outputs: Path) -> list[Path]:
 
 
 def test_one_epoch_run_leaves_an_mlflow_run_with_metrics_and_checkpoint(outputs, data_cache, tmp_path):
-    result = run_cli(["trainer.max_epochs=1", *SMALL], outputs, data_cache)
+    result = run_cli(["trainer.max_epochs=1", "tracking.system_metrics_interval=0.5", *SMALL], outputs, data_cache)
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" in result.stdout and "best val/f1_macro" in result.stdout
     (run,) = mlflow_runs(outputs)
     assert run.info.status == "FINISHED"
     assert {"val/f1_macro", "val/f2_macro", "val/map", "val/f1_neg", "val/f1_micro", "val/loss", "train/loss",
             "test/f1_macro", "best/val/f1_macro"} <= set(run.data.metrics)
+    # MLflow's system metrics, on by default (tracking.system_metrics), sampled while the run trained
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/disk_usage_percentage"} <= set(run.data.metrics)
     params = run.data.params
     assert params["loss.lam"] == "0.02" and params["loss.beta"] == "0.9999"
     assert params["data.train.num_samples"] == "256"

@@ -76,6 +76,7 @@ class Relation:
     p: float | None
     common: tuple[float, float] | None  # a λ interval inside every ratio's near-best span
     spans_known: bool
+    rho_interval: tuple[float, float] | None = None  # 95% interval of ρ (``rho_interval``; None below 4 ratios)
 
     @property
     def verdict(self) -> str:
@@ -180,16 +181,33 @@ def relations(rows: list[Row]) -> list[Relation]:
         if known:
             low, high = max(s[0] for s in spans), min(s[1] for s in spans)
             common = (low, high) if low <= high else None
-        out.append(Relation(series, len(mine), rho, p, common, known))
+        out.append(Relation(series, len(mine), rho, p, common, known,
+                            rho_interval(rho, len(mine)) if rho is not None else None))
     return out
+
+
+def rho_interval(rho: float, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The interval of Spearman's ρ over n ratios: Fisher's z = atanh(ρ) with Bonett and Wright's (2000) standard
+    error sqrt((1 + ρ²/2) / (n - 3)), back through tanh. With 5 ratios it is wide: the honest width of a
+    rank correlation from five points (None below 4 ratios, where it is undefined)."""
+    from scipy import special  # deferred: loads SciPy; `python -m mlc.report.lambda_study --help` does not
+
+    if n < 4:
+        return None
+    if abs(rho) >= 1:
+        rho = math.copysign(1 - 1e-12, rho)  # the bound is reached only in the limit
+    z, se = math.atanh(rho), math.sqrt((1 + rho * rho / 2) / (n - 3))
+    half = float(special.ndtri(0.5 + confidence / 2)) * se
+    return math.tanh(z - half), math.tanh(z + half)
 
 
 def verdict(rel: Relation) -> str:
     """The fixed rules, in the verdict words of ``mlc.report.verdicts``: without a seed spread nothing is
     decided; a rank correlation with p < 0.05 is a trend; anything else is *inconclusive*, saying why (a λ
     range near-best at every ratio, or best λ that move without a trend), never "no relation"."""
-    trend = f"Spearman ρ = {rel.rho:+.2f}, p = {rel.p:.2g}, {rel.ratios} ratios" if rel.rho is not None else \
-        f"{rel.ratios} ratio(s): too few for a rank correlation"
+    interval = f" [{rel.rho_interval[0]:+.2f}, {rel.rho_interval[1]:+.2f}]" if rel.rho_interval else ""
+    trend = f"Spearman ρ = {rel.rho:+.2f}{interval}, p = {rel.p:.2g}, {rel.ratios} ratios" if rel.rho is not None \
+        else f"{rel.ratios} ratio(s): too few for a rank correlation"
     if not rel.spans_known:  # a trend in one seed's winners alone could be noise
         return f"not decided: no seed spread to judge the best λ by (re-run it over seeds); {trend}"
     if rel.common is not None:

@@ -57,6 +57,7 @@ from mlc.sweep.study import (
     ATTR_OWNER,
     ATTR_PARENT_RUN,
     ATTR_RUN_DIR,
+    ATTR_RUN_DIRS,
     ATTR_RUN_SEED,
     ATTR_SEED_VALUES,
     ATTR_SURPLUS,
@@ -318,6 +319,8 @@ class SweepLoop:
             attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(first_job + offset),
                      ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_RUN_SEED: seed, ATTR_TRACKING_URI: tracking_uri,
                      ATTR_PARENT_RUN: parent, ATTR_OWNER: process_owner()}
+            if seed is not None:  # every seed's run, so that the summary can check each one
+                attrs[ATTR_RUN_DIRS] = {**(trial.user_attrs.get(ATTR_RUN_DIRS) or {}), str(seed): attrs[ATTR_RUN_DIR]}
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
             overrides.append(tuple(spec.overrides(fixed_args)))

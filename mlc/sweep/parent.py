@@ -4,6 +4,7 @@ value charted on it while the sweep runs; the sweep summary attached at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -29,8 +30,9 @@ def parent_run_id(sweep_dir: str | Path) -> str | None:
 
 def start_sweep_parent(settings: TrackingSettings, sweep_dir: Path, run_name: str, overrides: list[str],
                        **tags: str) -> MLflowTracker:
-    """The MLflow parent run of a multirun, its id written into the sweep directory for the trials."""
-    tracker = MLflowTracker(settings)
+    """The MLflow parent run of a multirun, its id written into the sweep directory for the trials. It logs no
+    system metrics: its trials do, each for its own run."""
+    tracker = MLflowTracker(dataclasses.replace(settings, system_metrics=False))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     run_id = tracker.start(run_name=run_name, tags={"mlc.kind": "sweep", "mlc.sweep_dir": str(sweep_dir.resolve()),
                                                     "mlc.overrides": " ".join(overrides), **tags, **git_tags()})

@@ -61,8 +61,9 @@ ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
 # A trial of K seeded runs (seeds_per_trial): its value per finished seed, the seed its current run has, and
 # (on its continuation) the seed that the checkpoint belongs to.
 ATTR_SEED_VALUES, ATTR_RUN_SEED, ATTR_CHECKPOINT_SEED = "mlc.seed_values", "mlc.run_seed", "mlc.checkpoint_seed"
+ATTR_RUN_DIRS = "mlc.run_dirs"  # K > 1: {seed: run dir} of each seed's run (mlc.run_dir is the latest one's)
 # What a continuation takes over from the trial it continues.
-CARRIED = (ATTR_CONTINUES, ATTR_CHECKPOINT, ATTR_CHECKPOINT_SEED, ATTR_SEED_VALUES)
+CARRIED = (ATTR_CONTINUES, ATTR_CHECKPOINT, ATTR_CHECKPOINT_SEED, ATTR_SEED_VALUES, ATTR_RUN_DIRS)
 # The sweep process that runs a trial (``process_owner``): a re-run on its host takes it over once it is gone.
 ATTR_OWNER = "mlc.owner"
 # Set on a trial asked beyond n_trials by a worker that lost a race with another (never run, not a failure).

@@ -121,7 +121,7 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
         interrupted = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(ATTR_INTERRUPTED)) for t in trials)
         best = study.best_trial if done else None
-        flags = {t.number: run_degenerate(t.user_attrs.get(ATTR_RUN_DIR)) for t in done}
+        flags = {t.number: trial_degenerate(t.user_attrs) for t in done}
         out.append(StudyResult(
             name=ref.name, fixed=ref.fixed, best_params=dict(best.params) if best else {},
             best_value=best.value if best else None, complete=len(done), pruned=count[TrialState.PRUNED],
@@ -134,6 +134,15 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
             best_run_dir=best.user_attrs.get(ATTR_RUN_DIR) if best else None,
             best_degenerate=flags[best.number] if best else None))
     return out
+
+
+def trial_degenerate(attrs: dict[str, Any]) -> str | None:
+    """The rule a trial's run broke (``run_degenerate``); with K > 1 seeds, the first that any seed's run broke."""
+    # deferred: mlc.sweep.study loads Optuna; every Hydra run imports this module (sweeper plugin, callbacks)
+    from mlc.sweep.study import ATTR_RUN_DIR, ATTR_RUN_DIRS
+
+    dirs = list((attrs.get(ATTR_RUN_DIRS) or {}).values()) or [attrs.get(ATTR_RUN_DIR)]
+    return next((flag for flag in map(run_degenerate, dirs) if flag), None)
 
 
 def run_degenerate(run_dir: str | None) -> str | None:
