@@ -53,6 +53,8 @@ def test_until_decided_runs_planned_looks_and_a_rerun_adds_nothing(tmp_path):
     (["anyclass_table", "--until-decided", "--seeds-per-round", "0"], "--seeds-per-round=0: must be at least 1"),
     (["anyclass_table", "--until-decided", "--alpha", "0.7"], "--alpha=0.7: must lie in (0, 0.5)"),
     (["anyclass_table", "--max-seeds", "6"], "go with --until-decided"),
+    # overrides may come after the options (argparse's intermixed parsing): the check still runs first
+    (["anyclass_table", "--until-decided", "--max-seeds", "2", "trainer.max_epochs=3"], "--max-seeds=2 is below"),
 ])
 def test_a_design_that_cannot_run_is_one_line_before_any_run(argv, says, tmp_path, capsys):
     assert main([*argv, "--outputs", str(tmp_path / "out"), "--output", str(tmp_path / "exp")]) == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
@@ -16,8 +18,8 @@ from mlc.sweep.plan import study_direction
 from mlc.sweep.study import ATTR_ERROR, open_storage
 
 
-def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = (), degenerate: tuple[int, ...] = ()
-          ) -> list[tuple[str, ...]]:
+def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = (), degenerate: tuple[int, ...] = (),
+          sampler: dict | None = None) -> list[tuple[str, ...]]:
     """Run a sweep of 2 studies (negative ratio 0.5 and 0.9) of 3 trials each; the jobs it launched. The first
     job at negative ratio ``fail`` fails, its exception kept on its ``JobReturn`` as a launcher keeps it."""
     url = f"sqlite:///{tmp_path}/optuna.db"
@@ -44,7 +46,7 @@ def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = (), degene
 
     sweeper = cfg.hydra.sweeper
     SweepLoop(cfg, launch, url=url, n_trials=sweeper.n_trials, direction=study_direction(cfg, None),
-              sampler=sweeper.sampler, heartbeat_interval=sweeper.heartbeat_interval,
+              sampler=sampler or sweeper.sampler, heartbeat_interval=sweeper.heartbeat_interval,
               grace_period=sweeper.grace_period, seeds_per_trial=sweeper.seeds_per_trial
               ).run(list(cfg.hydra.overrides.task))
     return jobs
@@ -113,3 +115,25 @@ def test_with_k_seeds_per_trial_the_summary_keeps_each_trials_per_seed_values(tm
         assert trial["value"] == sum(trial["seeds"].values()) / 2
     # the first trial's first seed (job 0) was degenerate: the trial is flagged, though its last run was not
     assert [t["degenerate"] for t in study["trials"]] == ["same_set", None, None]
+
+
+class CtrlCOnTrialTwo(optuna.samplers.RandomSampler):
+    """A sampler during whose proposal for trial #2 a real SIGINT (Ctrl-C) reaches the process: between two
+    trials' runs, after Optuna has written trial #2 as RUNNING."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if trial.number == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def test_ctrl_c_between_trials_writes_the_summary_and_the_same_command_finishes_the_study(tmp_path):
+    interrupting = {"_target_": f"{__name__}.CtrlCOnTrialTwo", "seed": 0}
+    extra = ("hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]",)
+    assert len(sweep(tmp_path, extra=extra, sampler=interrupting)) == 2  # trials #0 and #1 ran, then Ctrl-C
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    assert summary["outcome"]["code"] == 130 and "interrupted between trials" in summary["outcome"]["message"]
+    (study,) = trials(tmp_path).values()
+    assert TrialState.RUNNING not in [t.state for t in study]  # the trial being proposed is not left running
+    assert len(sweep(tmp_path, extra=extra)) == 1  # the same command runs only the missing trial
+    assert json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())["outcome"]["code"] == 0

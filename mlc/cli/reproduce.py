@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                         "each look (default: as many as the preset's own)")
     parser.add_argument("--alpha", type=float, default=None, help="with --until-decided: the error rate over all "
                         "looks (default: 0.05)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come after the options too
     adaptive = Adaptive(DEFAULT_MAX_SEEDS if args.max_seeds is None else args.max_seeds, args.seeds_per_round,
                         0.05 if args.alpha is None else args.alpha) if args.until_decided else None
     try:

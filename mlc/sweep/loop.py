@@ -32,8 +32,8 @@ import signal
 import socket
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ from mlc.sweep.study import (
     process_owner,
     reclaim,
     retire_queued,
+    withdraw,
     within_budget,
 )
 from mlc.sweep.summary import StudyRef, write_summary
@@ -210,7 +211,12 @@ class SweepLoop:
             room = min(budget, int(self.n_jobs), self.n_trials - live["finished"] - live["running"])
             if room <= 0:
                 break
-            asked = [study.ask(distributions) for _ in range(room)]
+            with _signals_deferred() as received:  # a trial in the storage is a trial in hand, or withdrawn
+                asked = [study.ask(distributions) for _ in range(room)]
+                if received:  # Ctrl-C or SIGTERM while proposing: these never ran (raised when the block ends)
+                    for trial in asked:
+                        withdraw(study, trial)
+                    asked = []
             trials = [t for t in asked if within_budget(study, t, self.n_trials)]  # another worker may be faster
             budget -= room
             if not trials:
@@ -381,6 +387,30 @@ def _next_job_number(sweep_dir: Path) -> int:
     never writes into an earlier trial's folder)."""
     taken = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(taken, default=-1) + 1
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[list[str]]:
+    """Hold SIGINT and SIGTERM while the block runs (the list names those received), then raise
+    KeyboardInterrupt. Asking Optuna for a trial writes a RUNNING trial before it proposes parameters: an
+    interrupt in between would leave a trial that no process owns and that a re-run would wait for."""
+    received: list[str] = []
+
+    def hold(signum, _frame):
+        received.append(signal.Signals(signum).name)
+
+    try:
+        previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals cannot arrive here anyway
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise KeyboardInterrupt(received[0])
 
 
 def _stop_on_sigterm() -> Any:

@@ -228,6 +228,13 @@ def within_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bo
                and (t.state in FINISHED or t.state == TrialState.RUNNING) and not t.user_attrs.get(ATTR_SURPLUS)]
     if len(counted) < n_trials:
         return True
+    withdraw(study, trial)
+    return False
+
+
+def withdraw(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Close a trial that was asked but will never run (``mlc.surplus``: not counted, not a failure); a queued
+    continuation it took over is queued again, so that it is not lost."""
     trial.set_user_attr(ATTR_SURPLUS, True)
     storage, key = optuna_api.storage_of(study), optuna_api.trial_id(trial)
     continues = storage.get_trial(key).user_attrs.get(ATTR_CONTINUES)
@@ -236,7 +243,6 @@ def within_budget(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bo
         frozen = storage.get_trial(key)
         attrs = {k: v for k, v in frozen.user_attrs.items() if k in CARRIED}
         study.enqueue_trial(dict(frozen.params), user_attrs=attrs, skip_if_exists=False)
-    return False
 
 
 def retire_queued(study: optuna.Study, n_trials: int) -> None:
