@@ -116,9 +116,24 @@ def read_scores(path: str | Path) -> Scores:
         if ((values != 0) & (values != 1)).any():
             raise ScoresError(f"{path}: labels must be 0 or 1")
         labels = values.astype(np.uint8)
+    ids = [str(i) for i in table["id"].tolist()]
     if not np.isfinite(scores).all():
-        raise ScoresError(f"{path}: scores must be finite numbers")
-    return Scores([str(i) for i in table["id"].tolist()], scores, labels, names, meta)
+        row, col = map(int, np.argwhere(~np.isfinite(scores))[0])
+        raise ScoresError(f"{path}: row {row + 1} ({ids[row]}): {SCORE}{names[col]} is {scores[row, col]}; scores "
+                          "must be probabilities in [0, 1]")
+    outside = (scores < 0) | (scores > 1)
+    if outside.any():  # logits or percentages would move every threshold-based metric without a word
+        row, col = map(int, np.argwhere(outside)[0])
+        raise ScoresError(f"{path}: row {row + 1} ({ids[row]}): {SCORE}{names[col]} = {scores[row, col]:g} is outside "
+                          f"[0, 1]; scores are probabilities (apply a sigmoid to logits), {int(outside.sum())} such "
+                          "value(s)")
+    seen: dict[str, int] = {}
+    for row, item in enumerate(ids):
+        if item in seen:  # a repeated image would count twice in every metric
+            raise ScoresError(f"{path}: id {item!r} is repeated (rows {seen[item] + 1} and {row + 1}); each image "
+                              "must appear once")
+        seen[item] = row
+    return Scores(ids, scores, labels, names, meta)
 
 
 def _read_table(path: Path):

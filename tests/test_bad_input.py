@@ -105,8 +105,18 @@ CASES = {
     "infer-unknown-dataset-field": Case(["{run}", "dataset.colour=1", "-o", "{files}/s.csv"],
                                         "error: dataset.colour='1': no such field in the run's dataset config",
                                         module="mlc.cli.infer", absent=["{files}/s.csv"]),
+    "infer-into-the-run": Case(["{run}", "--split", "val", "-o", "{run}/scores/test.csv"],
+                               "error: --output='{run}/scores/test.csv' is inside the run's own folder",
+                               module="mlc.cli.infer"),
     "evaluate-ragged-scores": Case(["{files}/ragged.csv"], "error: {files}/ragged.csv: not a readable CSV scores file",
                                    module="mlc.cli.evaluate"),
+    "evaluate-repeated-id": Case(["{files}/repeated.csv"], "error: {files}/repeated.csv: id 'b' is repeated (rows 2 "
+                                 "and 3); each image must appear once", module="mlc.cli.evaluate"),
+    "evaluate-logits": Case(["{files}/logits.csv"], "error: {files}/logits.csv: row 2 (b): score:a = -3 is outside "
+                            "[0, 1]; scores are probabilities (apply a sigmoid to logits), 2 such value(s)",
+                            module="mlc.cli.evaluate"),
+    "evaluate-nan-score": Case(["{files}/nan.csv"], "error: {files}/nan.csv: row 1 (a): score:a is not a number",
+                               module="mlc.cli.evaluate"),
     # run directories
     "run-dir-taken": Case(["hydra.run.dir={run}"], "error: hydra.run.dir='{run}': refusing to overwrite another run "
                                                    "there (it holds .hydra/, checkpoints/"),
@@ -161,6 +171,9 @@ def earlier(tmp_path_factory, data_cache) -> dict[str, Path]:
     real = (run / "checkpoints" / "last.pt").read_bytes()
     (files / "empty.pt").write_bytes(b"")
     (files / "ragged.csv").write_text("id,score:a,label:a\n0,0.5,1\n1,0.25\n2,0.1,0,7\n")
+    (files / "repeated.csv").write_text("id,score:a,label:a\na,0.5,1\nb,0.25,0\nb,0.25,0\n")
+    (files / "logits.csv").write_text("id,score:a,label:a\na,0.5,1\nb,-3,0\nc,1.5,1\n")
+    (files / "nan.csv").write_text("id,score:a,label:a\na,nan,1\nb,0.2,0\n")
     (files / "truncated.pt").write_bytes(real[: len(real) // 2])
     torch.save({"weights": torch.zeros(2)}, files / "foreign.pt")
     crafted = ckpt.load(run / "checkpoints" / "last.pt")

@@ -175,3 +175,47 @@ def test_single_positive_training_split_and_splits_left_empty(columns_csv):
     write_csv(columns_csv / "test.csv", ["path", *CLASSES], [["img/test/nothing.jpg", 1, 0, 0]])
     with pytest.raises(DataError, match=r"test.csv: every image of the 'test' split is missing"):
         CsvImages(root=str(columns_csv), **common(skip_bad_images=True)).load("test")
+
+
+def test_paths_that_leave_the_root_are_refused_unless_allowed(columns_csv, tmp_path):
+    """dataset.root says where the data is: a CSV row with `..` or an absolute path elsewhere, a split file or split
+    folder outside it, is refused naming it (file and line for a row); allow_outside_root=true reads it."""
+    outside = tmp_path / "elsewhere.jpg"
+    write_image(outside, seed=3)
+    rows = [["../elsewhere.jpg", 1, 0, 0], ["img/train/000.jpg", 0, 1, 0], [str(outside), 0, 0, 1]]
+    write_csv(columns_csv / "train.csv", ["path", *CLASSES], rows)
+    src = CsvImages(root=str(columns_csv), **common())
+    with pytest.raises(DataError, match=r"train.csv:2: image path '.*/columns/\.\./elsewhere.jpg' leaves dataset.root "
+                                        r".*allow_outside_root=true"):
+        src.load("train")
+    write_csv(columns_csv / "train.csv", ["path", *CLASSES], rows[1:])
+    with pytest.raises(DataError, match=r"train.csv:3: image path '.*elsewhere.jpg' leaves dataset.root"):
+        CsvImages(root=str(columns_csv), **common()).load("train")
+    allowed = CsvImages(root=str(columns_csv), allow_outside_root=True, **common()).load("train")
+    assert len(allowed) == 2
+    with pytest.raises(DataError, match="dataset.split_files.val: file .* leaves dataset.root"):
+        CsvImages(root=str(columns_csv), split_files={"train": "train.csv", "val": "../val.csv", "test": "test.csv"},
+                  **common())
+    with pytest.raises(DataError, match="dataset.split_dirs.test: folder .* leaves dataset.root"):
+        FolderImages(root=str(columns_csv / "img"), split_dirs={"train": "train", "val": "val", "test": "/tmp"},
+                     **common())
+
+
+def test_an_image_that_would_decode_to_too_many_pixels_is_refused_from_its_header(columns_csv, tmp_path):
+    """max_image_pixels bounds the memory of one decode: the size is read from the header (after JPEG's draft
+    scaling, which decodes a large JPEG at a fraction of its size), and a larger image is refused naming it."""
+    from mlc.data.images import decode_image
+
+    big_png = write_image(tmp_path / "big.png", seed=1, size=(400, 300))
+    with pytest.raises(ValueError, match=r"400x300 = 0.1 megapixels to decode, above max_image_pixels = 0.1 M"):
+        decode_image(big_png, 16, max_pixels=100_000)
+    assert decode_image(big_png, 16, max_pixels=120_000).shape == (16, 16, 3)
+    big_jpeg = write_image(tmp_path / "big.jpg", seed=1, size=(400, 300))
+    assert decode_image(big_jpeg, 16, max_pixels=100_000).shape == (16, 16, 3)  # drafted to 50x38 before decoding
+    write_image(columns_csv / "img/train/000.png", seed=2, size=(400, 300))
+    rows = [["img/train/000.png", 1, 0, 0], ["img/train/001.jpg", 0, 1, 0]]
+    write_csv(columns_csv / "train.csv", ["path", *CLASSES], rows)
+    with pytest.raises(DataError, match=r"000.png.*above max_image_pixels"):
+        CsvImages(root=str(columns_csv), max_image_pixels=100_000, **common()).load("train")
+    with pytest.raises(ConfigError, match="max_image_pixels"):
+        CsvImages(root=str(columns_csv), max_image_pixels=100, **common())  # below image_size² = 256

@@ -148,7 +148,11 @@ def training_stats(experiment) -> object:
 
 def images_from_csv(csv_path: Path, experiment) -> object:
     """A split of new images listed in a CSV (``path`` column; optional 0/1 class columns)."""
-    from mlc.data.images import FileImages, decoded_images  # deferred: loads torch; `mlc infer --help` does not
+    from mlc.data.images import (  # deferred: loads torch; `mlc infer --help` does not
+        MAX_IMAGE_PIXELS,
+        FileImages,
+        decoded_images,
+    )
     from mlc.data.source import binary_cell, read_csv  # deferred: loads torch; `mlc infer --help` does not
 
     source = experiment.dataset
@@ -169,7 +173,8 @@ def images_from_csv(csv_path: Path, experiment) -> object:
         raise DataError(f"{csv_path}:{missing[0][0]}: image not found: {missing[0][1]}"
                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     size = int(getattr(source, "image_size", None) or source.params["image_size"])
-    pixels, errors = decoded_images(paths, size, cache_dir=None)
+    pixels, errors = decoded_images(paths, size, cache_dir=None,
+                                    max_pixels=int(getattr(source, "max_image_pixels", None) or MAX_IMAGE_PIXELS))
     if errors:
         first = min(errors)
         raise DataError(f"{csv_path}:{rows[first][0]}: cannot decode {paths[first]} ({errors[first]})")
@@ -245,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint = resolve_checkpoint(args.run, args.checkpoint, args.tracking_uri)
         loaded = load_run(checkpoint, args.overrides)
+        if args.output.resolve().is_relative_to(loaded.run_dir.resolve()):  # its scores, checkpoints, results
+            return _fail(f"--output={str(args.output)!r} is inside the run's own folder {loaded.run_dir}, whose files "
+                         "are the run's record; write the scores elsewhere")
         ids, scored, labelled, names, meta = infer(loaded, args.split or "test", args.data, args.device,
                                                    args.batch_size)
     except MlcError as err:

@@ -1,7 +1,7 @@
 """Users' own data: a CSV per split, or a folder per split with one sub-folder per class.
 
 **CSV** (``CsvImages``): one file per split (``split_files``), a header, one row per image. The
-``path_column`` holds the image path, relative to ``root / image_root`` (or absolute). Labels are
+``path_column`` holds the image path, relative to ``root / image_root``. Labels are
 either one 0/1 column per class (``labels_column: null``: every other column is a class) or one
 column of ``separator``-joined class names (``labels_column: labels``; an empty cell is a negative
 image). Every split must have the same class columns; a name outside ``class_names`` is an error
@@ -11,10 +11,15 @@ naming the file and line.
 (same file name) has all those labels; images in ``negative_folder`` have none. Class names are the
 training split's sub-folders (sorted); a val/test sub-folder naming another class is an error.
 Only files with an image extension are read.
+
+Both read only inside ``root``: a CSV row, split file, image root or split folder whose path leaves it (``..``,
+an absolute path elsewhere) is an error naming it, unless ``allow_outside_root`` is true (a shared image store
+beside the labels, say). The check is on the written path, so a ``root`` that is itself a symlink still works.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,18 @@ from mlc.errors import DataError, require
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 DEFAULT_SPLITS = {"train": "train", "val": "val", "test": "test"}
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (absolute, or relative to the working folder) lies in ``root``, as written (no symlinks)."""
+    base, mine = os.path.normpath(os.path.abspath(root)), os.path.normpath(os.path.abspath(path))
+    return mine == base or mine.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _check_inside(root: Path, path: Path, allowed: bool, where: str, what: str) -> None:
+    if not allowed and not _inside(root, path):
+        raise DataError(f"{where}: {what} {str(path)!r} leaves dataset.root {str(root)!r}; paths are relative to "
+                        "it (set dataset.allow_outside_root=true to read outside it)")
 
 
 def _split_map(value: dict | None, key: str, default: dict) -> dict:
@@ -43,6 +60,7 @@ class CsvImages(FileDatasetSource):
         class_names: the classes, in order; ``null`` = the training CSV's class columns (in header
             order) or the class names it uses (sorted).
         image_root: folder (relative to ``root``) that image paths are relative to.
+        allow_outside_root: read paths that leave ``root`` (refused by default).
         **common: the fields of every file-backed source (``FileDatasetSource``).
     """
 
@@ -50,8 +68,10 @@ class CsvImages(FileDatasetSource):
 
     def __init__(self, root: str | None = None, split_files: dict | None = None, path_column: str = "path",
                  labels_column: str | None = None, separator: str = "|", class_names: list[str] | None = None,
-                 image_root: str = ".", **common):
+                 image_root: str = ".", allow_outside_root: bool = False, **common):
         super().__init__(root, **common)
+        require(isinstance(allow_outside_root, bool), "allow_outside_root", allow_outside_root, "must be true or false")
+        self.allow_outside_root = allow_outside_root
         self.split_files = _split_map(split_files, "split_files",
                                       {"train": "train.csv", "val": "val.csv", "test": "test.csv"})
         require(bool(separator), "separator", separator, "must be a non-empty string")
@@ -59,6 +79,9 @@ class CsvImages(FileDatasetSource):
                 "class_names", class_names, "must be null or a list of distinct names")
         self.path_column, self.labels_column, self.separator = path_column, labels_column, separator
         self.image_root = self.root / image_root
+        _check_inside(self.root, self.image_root, allow_outside_root, "dataset.image_root", "folder")
+        for split, name in self.split_files.items():
+            _check_inside(self.root, self.root / name, allow_outside_root, f"dataset.split_files.{split}", "file")
         self.class_names = list(class_names) if class_names else self._train_classes()
 
     def _train_classes(self) -> list[str]:
@@ -99,6 +122,8 @@ class CsvImages(FileDatasetSource):
                     raise DataError(f"{where}: unknown class {name!r} (classes: {', '.join(self.class_names)})")
                 targets[i, self.class_names.index(name)] = 1
         paths = [self.image_root / row[self.path_column] for _, row in rows]
+        for (line_no, _), path in zip(rows, paths, strict=True):
+            _check_inside(self.root, path, self.allow_outside_root, f"{csv_path}:{line_no}", "image path")
         return SplitFiles(paths, targets, [f"{csv_path}:{line_no}" for line_no, _ in rows], str(csv_path))
 
 
@@ -108,15 +133,19 @@ class FolderImages(FileDatasetSource):
     Args:
         split_dirs: ``{train, val, test}`` -> folder relative to ``root``.
         negative_folder: the sub-folder of images with no class.
+        allow_outside_root: read split folders that leave ``root`` (refused by default).
         **common: the fields of every file-backed source (``FileDatasetSource``).
     """
 
     layout = "root/<split>/<class>/<image> (negatives in root/<split>/<negative_folder>/)"
 
     def __init__(self, root: str | None = None, split_dirs: dict | None = None, negative_folder: str = "_negative",
-                 **common):
+                 allow_outside_root: bool = False, **common):
         super().__init__(root, **common)
+        require(isinstance(allow_outside_root, bool), "allow_outside_root", allow_outside_root, "must be true or false")
         self.split_dirs = _split_map(split_dirs, "split_dirs", DEFAULT_SPLITS)
+        for split, name in self.split_dirs.items():
+            _check_inside(self.root, self.root / name, allow_outside_root, f"dataset.split_dirs.{split}", "folder")
         self.negative_folder = negative_folder
         train_dir = self.root / self.split_dirs["train"]
         require(train_dir.is_dir(), "split_dirs", self.split_dirs, f"{train_dir} is not a directory")

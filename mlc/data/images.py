@@ -41,31 +41,42 @@ log = logging.getLogger(__name__)
 DECODER_VERSION = 1  # bump whenever decoding changes, so stale caches are not reused
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The most pixels one image may decode to (after JPEG's draft scaling): 40 megapixels are 120 MB of RGB per
+# decode thread. Pillow's own bomb limit (179 MP) would let 4 threads hold ~2 GB; real photos, X-rays and sewer
+# frames are far below either. A larger image is refused with its size (``max_image_pixels`` raises it).
+MAX_IMAGE_PIXELS = 40_000_000
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
+def decode_image(path: Path, size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """One image as uint8 (size, size, 3) RGB. JPEGs are decoded at the smallest DCT scale that is
     still at least ``size`` (Pillow's ``draft``), which is several times faster than a full decode;
-    grey-scale images (X-rays) get their channel repeated, as the reference's ``Grayscale(3)``."""
+    grey-scale images (X-rays) get their channel repeated, as the reference's ``Grayscale(3)``. An image
+    that would decode to more than ``max_pixels`` pixels is refused from its header, before any decoding."""
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
+        width, height = img.size  # what the decode will allocate (after the draft scaling)
+        if width * height > max_pixels:
+            raise ValueError(f"{width}x{height} = {width * height / 1e6:.1f} megapixels to decode, above "
+                             f"max_image_pixels = {max_pixels / 1e6:g} M (dataset.max_image_pixels raises it)")
         rgb = img.convert("RGB")  # forces the decode: a truncated or corrupt file raises here
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def cache_key(paths: Sequence[Path], size: int) -> str:
-    """Hash of what the decoded array depends on: each file's path, size and mtime, the side, the decoder."""
-    digest = hashlib.sha1(f"v{DECODER_VERSION}:{size}".encode())
+def cache_key(paths: Sequence[Path], size: int, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
+    """Hash of what the decoded array depends on: each file's path, size and mtime, the side, the decoder (and
+    the pixel bound when it is not the default, since it decides which images are refused)."""
+    bound = "" if max_pixels == MAX_IMAGE_PIXELS else f":max{max_pixels}"
+    digest = hashlib.sha1(f"v{DECODER_VERSION}:{size}{bound}".encode())
     for path in paths:
         st = os.stat(path)
         digest.update(f"\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return digest.hexdigest()[:20]
 
 
-def decoded_images(paths: Sequence[Path], size: int, cache_dir: str | Path | None,
-                   workers: int = 4) -> tuple[np.ndarray, dict[int, str]]:
+def decoded_images(paths: Sequence[Path], size: int, cache_dir: str | Path | None, workers: int = 4,
+                   max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, dict[int, str]]:
     """All ``paths`` decoded: (uint8 array (N, size, size, 3), {row: reason} for undecodable files).
 
     With a ``cache_dir`` the array is memory-mapped from the cache (decoded and written on a miss);
@@ -73,8 +84,8 @@ def decoded_images(paths: Sequence[Path], size: int, cache_dir: str | Path | Non
     """
     if cache_dir is None:
         pixels = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-        return pixels, _decode_into(pixels, paths, size, workers)
-    key = cache_key(paths, size)
+        return pixels, _decode_into(pixels, paths, size, workers, max_pixels)
+    key = cache_key(paths, size, max_pixels)
     array_file = Path(cache_dir) / f"images-{key}-{size}px.npy"
     cached = _read_cache(array_file, len(paths), size)
     if cached is not None:
@@ -84,7 +95,7 @@ def decoded_images(paths: Sequence[Path], size: int, cache_dir: str | Path | Non
     os.close(fd)
     try:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-        errors = _decode_into(pixels, paths, size, workers)
+        errors = _decode_into(pixels, paths, size, workers, max_pixels)
         pixels.flush()
         del pixels
         os.replace(tmp, array_file)
@@ -96,14 +107,15 @@ def decoded_images(paths: Sequence[Path], size: int, cache_dir: str | Path | Non
     return np.load(array_file, mmap_mode="r"), errors
 
 
-def _decode_into(pixels: np.ndarray, paths: Sequence[Path], size: int, workers: int) -> dict[int, str]:
+def _decode_into(pixels: np.ndarray, paths: Sequence[Path], size: int, workers: int,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> dict[int, str]:
     """Decode every path into its row (threads: Pillow releases the GIL while decoding and resizing)."""
     started, errors = time.perf_counter(), {}
     log.info("decoding %d images at %dx%d (once; cached afterwards)", len(paths), size, size)
 
     def one(i: int) -> None:
         try:
-            pixels[i] = decode_image(paths[i], size)
+            pixels[i] = decode_image(paths[i], size, max_pixels)
         except Exception as err:  # any failure of the decoder means the file is not a usable image
             errors[i] = f"{type(err).__name__}: {err}"
 

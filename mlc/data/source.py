@@ -30,7 +30,7 @@ import numpy as np
 
 from mlc.data.base import SPLITS, DatasetSource, DatasetStats
 from mlc.data.controls import ControlResult, Controls
-from mlc.data.images import IMAGENET_MEAN, IMAGENET_STD, FileImages, decoded_images
+from mlc.data.images import IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_PIXELS, FileImages, decoded_images
 from mlc.errors import DataError, config_scope, require
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class FileDatasetSource(DatasetSource):
             ``skipped`` and logged) instead of stopping with an error naming them.
         cache_dir: where decoded images are cached (``None``: decode into memory every run).
         decode_workers: threads decoding images on a cache miss.
+        max_image_pixels: the most pixels one image may decode to (``images.MAX_IMAGE_PIXELS``, 40 M);
+            a larger one is an undecodable image (an error naming it, or skipped with ``skip_bad_images``).
     """
 
     layout = "see the dataset's YAML for the expected layout"  # each format says what `root` holds
@@ -83,7 +85,7 @@ class FileDatasetSource(DatasetSource):
                  longtail_alpha: float = 6.0, longtail_max: int = 800, longtail_min: int = 1,
                  longtail_tail: float = 0.99, single_positive: bool = False, single_positive_seed: int = 1200,
                  seed: int = 0, augment_seed: int = 0, skip_bad_images: bool = False, cache_dir: str | None = None,
-                 decode_workers: int = 4):
+                 decode_workers: int = 4, max_image_pixels: int = MAX_IMAGE_PIXELS):
         require(root is not None and str(root) != "", "root", root,
                 f"is required: the folder holding the dataset ({self.layout})")
         self.root = Path(str(root)).expanduser()
@@ -97,6 +99,9 @@ class FileDatasetSource(DatasetSource):
         require(isinstance(skip_bad_images, bool), "skip_bad_images", skip_bad_images, "must be true or false")
         require(_int(augment_seed), "augment_seed", augment_seed, "must be an integer")
         require(_int(decode_workers) and decode_workers >= 1, "decode_workers", decode_workers, "must be >= 1")
+        require(_int(max_image_pixels) and max_image_pixels >= image_size * image_size, "max_image_pixels",
+                max_image_pixels, f"must be an integer >= image_size² ({image_size * image_size})")
+        self.max_image_pixels = int(max_image_pixels)
         self.controls = Controls(negative_ratio, negative_ratio_scope, longtail, longtail_alpha, longtail_max,
                                  longtail_min, longtail_tail, single_positive, single_positive_seed, seed)
         self.image_size, self.mean, self.std = int(image_size), tuple(mean), tuple(std)
@@ -138,7 +143,8 @@ class FileDatasetSource(DatasetSource):
 
     def load(self, split: str) -> FileImages:
         files, missing = self.files(split)
-        pixels, errors = decoded_images(files.paths, self.image_size, self.cache_dir, self.decode_workers)
+        pixels, errors = decoded_images(files.paths, self.image_size, self.cache_dir, self.decode_workers,
+                                        self.max_image_pixels)
         if errors and not self.skip_bad_images:
             raise DataError(_first_of([f"{files.origins[i]}: cannot decode {files.paths[i]} ({errors[i]})"
                                        for i in sorted(errors)], "unreadable images",
