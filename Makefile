@@ -42,7 +42,7 @@ demo: install ## the main job: a small λ-vs-negative-ratio Optuna sweep on the 
 # the suite is ~1.5x faster on 2 cores than one process. TEST_JOBS=1 runs them one after another.
 TEST_JOBS ?= 2
 test: install ## run the whole test suite (about 25 minutes on 2 CPU cores)
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=25
 
 test-fast: install ## unit tests only (skips end-to-end subprocess runs)
 	$(PY) -m pytest -q -m "not slow"

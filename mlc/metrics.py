@@ -9,6 +9,13 @@
   (their AP is undefined) and counted in ``map_classes``.
 - ``f1_neg``: F1 of the instance-level decision "no class present" (true: all-zero row; predicted:
   no score >= t) — how well the model recognises negative instances.
+- ``auc_macro``: mean ROC AUC over the classes with both a positive and a negative in the split
+  (``auc_classes`` of them; NaN when none).
+- ``fnr``, ``fpr``: false-negative and false-positive rates of all (instance, class) decisions pooled;
+  ``fpr_neg_images``, ``fpr_pos_images``: false alarms on negative images (share with any class predicted)
+  and on positive images (share of their negative labels predicted); ``img_pos_*`` and ``img_neg_*``:
+  precision, recall, F1, F2 of the image-level decision "at least one class" on either side
+  (``img_neg``'s F1 is ``f1_neg``). Exact definitions: ``threshold_metrics``.
 - ``f1_weighted``: per-class F1 weighted by the class's support (number of positives), scikit-learn's
   ``f1_score(average="weighted", zero_division=0)``; 0 when the split has no positive at all.
 - ``cp``, ``cr``, ``cf1``, ``op``, ``or``, ``of1``: the multi-label metrics of OpenMMLab's classification
@@ -114,18 +121,42 @@ def average_precisions(scores: np.ndarray, labels: np.ndarray, chunk_scores: int
     scikit-learn (``make bench``: experiments/benchmarks/metrics.md). Scores keep their dtype (float32
     scores are sorted as float32, which changes no tie), and memory is bounded by ``chunk_scores``.
     """
+    return _ranking_metrics(scores, labels, chunk_scores)[:, 0]
+
+
+def roc_aucs(scores: np.ndarray, labels: np.ndarray, chunk_scores: int = AP_CHUNK_SCORES) -> np.ndarray:
+    """ROC AUC of every class (column) of ``scores`` (N, K): scikit-learn's ``roc_auc_score`` of the class,
+    ties counted one half; NaN for a class without both a positive and a negative (where scikit-learn raises).
+
+    AUC is the share of (positive, negative) pairs ordered correctly: with the distinct positive scores
+    t_j (m_j positives each), AUC = Σ_j m_j · (neg(< t_j) + ½ neg(= t_j)) / (P · N_neg), where the negatives
+    below and at t_j come from the same sorted scores and binary searches as ``average_precisions``.
+    """
+    return _ranking_metrics(scores, labels, chunk_scores)[:, 1]
+
+
+def _ranking_metrics(scores: np.ndarray, labels: np.ndarray, chunk_scores: int = AP_CHUNK_SCORES) -> np.ndarray:
+    """(K, 2): every class's average precision and ROC AUC (``average_precisions``, ``roc_aucs``) from one
+    sort of its scores."""
     scores, labels = _float_scores(scores, labels)
     n = scores.shape[0]
 
-    def class_ap(row: np.ndarray, sorted_row: np.ndarray, mask: np.ndarray) -> float:
+    def class_ranking(row: np.ndarray, sorted_row: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
         thresholds, mult = np.unique(row[mask], return_counts=True)
-        if thresholds.size == 0:
-            return float("nan")
-        n_at_or_above = n - np.searchsorted(sorted_row, thresholds, side="left")
+        positives = int(mult.sum())
+        if positives == 0:
+            return float("nan"), float("nan")
+        below = np.searchsorted(sorted_row, thresholds, side="left")
         tp_at_or_above = np.cumsum(mult[::-1])[::-1]
-        return float(np.sum(mult * tp_at_or_above / n_at_or_above)) / int(mult.sum())
+        ap = float(np.sum(mult * tp_at_or_above / (n - below))) / positives
+        negatives = n - positives
+        if negatives == 0:
+            return ap, float("nan")
+        neg_below = below - (positives - tp_at_or_above)  # scores below t_j less the positives below it
+        neg_tied = np.searchsorted(sorted_row, thresholds, side="right") - below - mult
+        return ap, float(np.sum(mult * (2 * neg_below + neg_tied))) / (2.0 * positives * negatives)
 
-    return np.array(_sorted_class_map(scores, labels, class_ap, chunk_scores), dtype=np.float64).reshape(-1)
+    return np.array(_sorted_class_map(scores, labels, class_ranking, chunk_scores), dtype=np.float64).reshape(-1, 2)
 
 
 def tune_thresholds(scores: np.ndarray, targets: np.ndarray, beta: float = 1.0, default: float = 0.5,
@@ -306,10 +337,70 @@ def degenerate_predictions(scores: np.ndarray, targets: np.ndarray, threshold: f
 def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray = 0.5,
                        class_weights: Sequence[float] | None = None,
                        class_groups: Sequence[str] | None = None) -> dict[str, float]:
-    """All split-level metrics from probabilities ``scores`` (N, K) and binary ``targets`` (N, K).
+    """All split-level metrics from probabilities ``scores`` (N, K) and binary ``targets`` (N, K): those of
+    ``threshold_metrics`` at ``threshold`` and the ranking metrics, which need no threshold (``map``,
+    ``map_classes``, ``auc_macro``, ``auc_classes``, ``map_<group>``).
 
     ``threshold``: one float, or one per class (shape (K,), e.g. from ``tune_thresholds``), compared as
     ``scores >= threshold[None, :]``; any other shape raises a ValueError.
+
+    ``auc_macro``: the mean ROC AUC (``roc_aucs``) over the classes with both a positive and a negative in
+    the split (their number is ``auc_classes``; the others have no AUC, and scikit-learn raises on them);
+    NaN when no class has both.
+    """
+    raw = np.asarray(scores)
+    at = threshold_metrics(raw, targets, threshold, class_weights)
+    ranked = _ranking_metrics(raw, np.asarray(targets, dtype=bool))  # in the scores' own dtype: fast, and exact
+    ap_c, auc_c = ranked[:, 0], ranked[:, 1]
+    out = {k: at[k] for k in ("f1_macro", "f2_macro", "f1_micro")} | {  # the first keys keep their places
+        "map": float(np.nanmean(ap_c)) if np.isfinite(ap_c).any() else float("nan")} | at | {
+        "map_classes": int(np.isfinite(ap_c).sum()),
+        "auc_macro": float(np.nanmean(auc_c)) if np.isfinite(auc_c).any() else float("nan"),
+        "auc_classes": int(np.isfinite(auc_c).sum()),
+    }
+    if class_groups is not None:
+        groups = np.asarray(class_groups)
+        for group in dict.fromkeys(class_groups):
+            ap = ap_c[groups == group]
+            if np.isfinite(ap).any():
+                out[f"map_{group}"] = float(np.nanmean(ap))
+    return out
+
+
+def _precision_recall_f(tp: float, fp: float, fn: float, prefix: str) -> dict[str, float]:
+    """``<prefix>_precision``, ``_recall``, ``_f1``, ``_f2`` of one binary decision's counts (0 where undefined)."""
+    tp, fp, fn = (np.asarray(float(x)) for x in (tp, fp, fn))
+    return {f"{prefix}_precision": float(_ratio(tp, tp + fp)), f"{prefix}_recall": float(_ratio(tp, tp + fn)),
+            f"{prefix}_f1": float(fbeta_from_counts(tp, fp, fn, 1.0)),
+            f"{prefix}_f2": float(fbeta_from_counts(tp, fp, fn, 2.0))}
+
+
+def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray = 0.5,
+                      class_weights: Sequence[float] | None = None) -> dict[str, float]:
+    """The metrics of ``multilabel_metrics`` that depend on the threshold (all but the ranking ones): cheap,
+    so a sweep over thresholds (``mlc evaluate --thresholds``) takes them at each one. A ratio whose
+    denominator is 0 is 0 (``_ratio``), as everywhere in this module.
+
+    Label-level error rates, over all N·K (instance, class) cells pooled:
+
+    - ``fnr``: FN / (TP + FN), the share of positive labels not predicted (1 − ``or`` when there is one);
+    - ``fpr``: FP / (FP + TN), the share of negative labels predicted.
+
+    On images, "positive" meaning at least one true label and "negative" none:
+
+    - ``fpr_neg_images``: the share of negative images with at least one class predicted (a false alarm on
+      a clean image);
+    - ``fpr_pos_images``: FP / (FP + TN) over the cells of the positive images only: the share of the
+      negative labels of positive images that are predicted (a wrong extra class on an image with a real one).
+
+    Image-level presence: the binary decision "the image contains at least one class", true when its row of
+    targets has a 1 and predicted when any score reaches its threshold, scored on both sides:
+
+    - ``img_pos_precision``, ``img_pos_recall``, ``img_pos_f1``, ``img_pos_f2``: with the positive images
+      as the positive class;
+    - ``img_neg_precision``, ``img_neg_recall``, ``img_neg_f2``: with the negative images as the positive
+      class. Its F1 is ``f1_neg``, so it has no second name; ``img_neg_recall`` = 1 − ``fpr_neg_images``
+      when there is a negative image.
 
     ``cf1`` follows the CF1 that OpenMMLab names so: mmcls' ``average_performance``
     (mmcls/core/evaluation/multilabel_eval_metrics.py, kept in the mmpretrain repository's history)
@@ -319,24 +410,21 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float
     ``f1_macro`` here, so ``cf1`` keeps the other, table-comparable definition.) mmcls multiplies by
     100; these are fractions in [0, 1].
     """
-    raw = np.asarray(scores)
-    scores = raw.astype(np.float64, copy=False)
+    scores = np.asarray(scores).astype(np.float64, copy=False)
     targets = np.asarray(targets, dtype=bool)
     if scores.shape != targets.shape or scores.ndim != 2:
         raise ValueError(f"scores {scores.shape} and targets {targets.shape} must both be (N, K)")
     pred, tp, fp, fn = _confusion_counts(scores, targets, threshold)
     f1_c, f2_c = fbeta_from_counts(tp, fp, fn, 1.0), fbeta_from_counts(tp, fp, fn, 2.0)
-    ap_c = average_precisions(raw, targets)  # in the scores' own dtype: float32 stays fast, and exact
     true_neg, pred_neg = ~targets.any(1), ~pred.any(1)
-    neg_counts = [np.array([float(x)]) for x in ((true_neg & pred_neg).sum(), (~true_neg & pred_neg).sum(),
-                                                  (true_neg & ~pred_neg).sum())]
+    # Image-level counts of the decision "at least one class": true/false positive/negative images.
+    img_tp, img_fp = float((~true_neg & ~pred_neg).sum()), float((true_neg & ~pred_neg).sum())
+    img_fn, img_tn = float((~true_neg & pred_neg).sum()), float((true_neg & pred_neg).sum())
     out = {
         "f1_macro": float(f1_c.mean()),
         "f2_macro": float(f2_c.mean()),
         "f1_micro": float(fbeta_from_counts(*[np.array([x.sum()]) for x in (tp, fp, fn)], 1.0)[0]),
-        "map": float(np.nanmean(ap_c)) if np.isfinite(ap_c).any() else float("nan"),
-        "f1_neg": float(fbeta_from_counts(*neg_counts, 1.0)[0]),
-        "map_classes": int(np.isfinite(ap_c).sum()),
+        "f1_neg": float(fbeta_from_counts(np.asarray(img_tn), np.asarray(img_fn), np.asarray(img_fp), 1.0)),
     }
     out["f1_macro_hm_neg"] = f1_macro_hm_neg(out["f1_macro"], out["f1_neg"], has_positive=bool(targets.any()),
                                              has_negative=bool(true_neg.any()))
@@ -354,12 +442,15 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float
     if class_weights is not None:
         w = np.asarray(class_weights, dtype=np.float64)
         out["f2_ciw"] = float((w * f2_c).sum() / w.sum())
-    if class_groups is not None:
-        groups = np.asarray(class_groups)
-        for group in dict.fromkeys(class_groups):
-            ap = ap_c[groups == group]
-            if np.isfinite(ap).any():
-                out[f"map_{group}"] = float(np.nanmean(ap))
+    positive_rows = ~true_neg[:, None]
+    out.update({
+        "fnr": float(_ratio(fn_all, tp_all + fn_all)),
+        "fpr": float(_ratio(fp_all, float(targets.size - tp_all - fn_all))),
+        "fpr_neg_images": float(_ratio(img_fp, img_fp + img_tn)),
+        "fpr_pos_images": float(_ratio((pred & ~targets & positive_rows).sum(), (~targets & positive_rows).sum())),
+        **_precision_recall_f(img_tp, img_fp, img_fn, "img_pos"),
+        **{k: v for k, v in _precision_recall_f(img_tn, img_fn, img_fp, "img_neg").items() if k != "img_neg_f1"},
+    })
     return out
 
 

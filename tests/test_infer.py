@@ -96,7 +96,7 @@ def test_the_trainers_own_scores_files_evaluate_to_the_logged_metrics(trained):
         assert row["ap"] == pytest.approx(average_precision_score(scores.labels[:, k], scores.scores[:, k]))
         assert row["f1"] == pytest.approx(f1_score(scores.labels[:, k], scores.scores[:, k] >= 0.5, zero_division=0))
     table = mlc(["evaluate", str(run_dir / "scores" / "test.csv"), "--per-class"], trained["outputs"])
-    assert table.returncode == 0 and table.stdout.count("\n") == 2 + 2 + 1 + 6, table.stdout
+    assert table.returncode == 0 and table.stdout.count("\n") == 8 + 2 + 1 + 6, table.stdout
     assert run.data.metrics["test/tuned/f1_macro"] == pytest.approx(trained["result"]["test"]["tuned/f1_macro"])
     assert "val/tuned/f1_macro" in run.data.metrics
     # The training-probability curves: mean probability of positive and negative labels per class group.
@@ -164,4 +164,4 @@ def test_evaluate_scores_a_run_directory_on_a_split_with_its_loss(trained):
     table = mlc(["evaluate", str(trained["run_dir"] / "scores" / "test.csv"), str(trained["run_dir"] / "scores" /
                                                                                    "val.csv")], trained["outputs"])
     assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:2] == ["f1_macro", "f2_macro"]
-    assert len(table.stdout.splitlines()) == 3
+    assert len(table.stdout.splitlines()) == 11  # 3 blocks (header + 2 rows): summary, error rates, images
