@@ -15,6 +15,7 @@ in-process sweep trials cannot leak state into each other.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 URI_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "file")
 SERVER_PROBE_TIMEOUT_S = 5  # an MLflow server that does not answer /health in this time is unreachable
+# Opens mlc's experiments in MLflow's model-training view (runs, metrics, charts), not its GenAI one (traces).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 @dataclass
@@ -92,6 +95,7 @@ class NullTracker:
     def set_tags(self, tags: dict) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_datasets(self, inputs: list[tuple[str, str, str, str]]) -> None: ...
     def end(self, status: str = "FINISHED", error: str | None = None) -> None: ...
 
 
@@ -151,13 +155,15 @@ class MLflowTracker:
         name = self.settings.experiment
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND[0]) is None:  # made by an older mlc, or by hand
+                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         # Through a tracking server the experiment takes the server's artifact root (mlflow-artifacts:/<id>
         # when it proxies artifacts), so that log_artifact uploads over HTTP; a local artifact_root would
         # have this client write artifacts to its own disk instead.
         where = {} if self.uses_server else {"artifact_location": Path(self.settings.artifact_root).resolve().as_uri()}
         try:
-            return self.client.create_experiment(name, **where)
+            return self.client.create_experiment(name, tags=dict([EXPERIMENT_KIND]), **where)
         except MlflowException:  # created concurrently by another process
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -237,6 +243,17 @@ class MLflowTracker:
     @_store_call
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    @_store_call
+    def log_datasets(self, inputs: list[tuple[str, str, str, str]]) -> None:
+        """MLflow dataset inputs (the runs table's *Dataset* column): (name, digest, profile JSON, split) each,
+        the split as MLflow's ``mlflow.data.context`` tag (``mlc.data.lineage``)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(Dataset(name=name, digest=digest, source_type="mlc", source=json.dumps({"split": split}),
+                                 profile=profile), tags=[InputTag("mlflow.data.context", split)])
+            for name, digest, profile, split in inputs])
 
     @_store_call
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mlc.config import RUN_OWNER, check_config, report_and_exit
+from mlc.data.lineage import dataset_inputs, dataset_name
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import standard_callbacks
 from mlc.engine.checkpoint import check_resumable
@@ -134,6 +135,7 @@ class Run:
     loss_name: str
     resume_state: dict | None
     trial: TrialSpec | None  # the sweeper's message, in a sweep trial
+    inputs: list = field(default_factory=list)  # MLflow dataset inputs per split (mlc.data.lineage)
 
 
 def _trial_of(checked) -> TrialSpec | None:
@@ -167,6 +169,8 @@ def build(checked, dist: DistContext, trial: TrialSpec | None) -> Run:
     if dist.is_main:
         dist.barrier()
     stats = {split: ds.stats() for split, ds in datasets.items()}
+    inputs = dataset_inputs(dataset_name(_choice("dataset") or "dataset", resolved["dataset"]), datasets, stats) \
+        if dist.is_main and checked.tracking.enabled else []
 
     # Common random numbers: the initial weights come from the seed alone, drawn right before the model
     # is built, so the two arms of a paired comparison (another loss, sampler, λ; any rank) start from the
@@ -187,7 +191,7 @@ def build(checked, dist: DistContext, trial: TrialSpec | None) -> Run:
                       callbacks=[*callbacks, *([pruning] if pruning is not None else [])], loss_name=loss_name)
     if resume_state is not None:
         trainer.restore(resume_state)
-    return Run(resolved, settings, trainer, tracker, stats, loss_name, resume_state, trial)
+    return Run(resolved, settings, trainer, tracker, stats, loss_name, resume_state, trial, inputs)
 
 
 def fit(run: Run):
@@ -239,6 +243,7 @@ def _start_tracking(run: Run) -> None:
         params |= {"data.class_names": stats["train"].class_names, "train.steps_per_epoch": trainer.steps_per_epoch,
                    "data.class_groups": trainer.class_groups}
         tracker.log_params(params)
+        tracker.log_datasets(run.inputs)
         tracker.log_text(json.dumps({s: st.to_dict() for s, st in stats.items()}, indent=2), "dataset_stats.json")
         tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config/resolved.yaml")
         for path in sorted((trainer.run_dir / ".hydra").glob("*.yaml")):
@@ -368,12 +373,21 @@ def _choice(group: str) -> str | None:
     return context().choices.get(group)
 
 
+NAMED = ("loss", "loss.lam", "backbone", "dataset", "dataset.negative_ratio", "seed")  # in every default run name
+
+
 def _default_run_name(config: dict, loss_name: str, run: RunContext) -> str:
+    """What tells runs apart in the dashboard: ``any_bce λ=0.02 neg=0.8 cnn_small digits s0``, a trial's job
+    number first (``#3 ...``, its folder) and any other swept value after (``lr=0.001``)."""
+    lam, ratio = config["loss"].get("lam"), config["dataset"].get("negative_ratio")
+    parts = [loss_name, *([f"λ={lam:.4g}"] if isinstance(lam, int | float) else []),
+             *([f"neg={ratio:g}"] if isinstance(ratio, int | float) else []),
+             config["backbone"]["name"], _choice("dataset") or "data", f"s{config['seed']}"]
     if run.multirun:
-        swept = [_short_override(o) for o in run.overrides
-                 if not o.split("=")[0].lstrip("+~").startswith(("experiment", "hparams_search", "hydra"))]
-        return f"#{run.job_num} {loss_name} " + " ".join(swept)
-    return f"{loss_name}-{config['backbone']['name']}-{_choice('dataset') or 'data'}"
+        swept = [_short_override(o) for o in run.overrides if o.split("=")[0].lstrip("+~") not in NAMED
+                 and not o.split("=")[0].lstrip("+~").startswith(("experiment", "hparams_search", "hydra"))]
+        parts = [f"#{run.job_num}", *parts, *swept]
+    return " ".join(parts)
 
 
 def _short_override(override: str) -> str:

@@ -33,14 +33,21 @@ def test_one_epoch_run_leaves_an_mlflow_run_with_metrics_and_checkpoint(outputs,
     # MLflow's system metrics, on by default (tracking.system_metrics), sampled while the run trained
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
             "system/disk_usage_percentage"} <= set(run.data.metrics)
+    # its splits as MLflow dataset inputs (the runs table's Dataset column): name, digest, profile per split
+    inputs = {t.value: i.dataset for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert set(inputs) == {"train", "val", "test"} and inputs["train"].name == "digits neg=0.5"
+    assert json.loads(inputs["train"].profile)["instances"] == 256 and len({d.digest for d in inputs.values()}) == 3
+    # a readable name (loss, λ, negative ratio, backbone, dataset, seed); the experiment opens in the training view
+    assert run.info.run_name == f"{run.data.tags['mlc.loss']} λ=0.02 neg=0.5 mlc_cnn_small digits s0", run.info.run_name
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     params = run.data.params
     assert params["loss.lam"] == "0.02" and params["loss.beta"] == "0.9999"
     assert params["data.train.num_samples"] == "256"
     assert params["data.train.negative_ratio"] == "0.5" and "data.train.class_counts" in params
     assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["mlc.overrides"].startswith("trainer.max")
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"checkpoints", "config", "dataset_stats.json", "curves.png", "result.json"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "config")} >= {"config/resolved.yaml",
