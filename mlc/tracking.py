@@ -283,7 +283,7 @@ def git_tags() -> dict[str, str]:
 
 def quiet_mlflow_logs() -> None:
     """MLflow's SQLite store logs every schema migration at INFO; keep the console readable."""
-    for name in ("alembic", "mlflow.tracking.fluent", "mlflow.store"):
+    for name in ("alembic", "mlflow.tracking.fluent", "mlflow.store", "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Its ERROR record repeats, with a traceback, a database exception that mlc reports itself in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
