@@ -11,6 +11,7 @@ import pytest
 
 from mlc.cli.reproduce import Adaptive, main, run
 from tests.conftest import mlflow_runs
+from tests.test_reproduce_presets import groups_in
 
 
 def training_runs(outputs, experiment):
@@ -35,9 +36,10 @@ def test_until_decided_runs_planned_looks_and_a_rerun_adds_nothing(tmp_path):
     stopped_early = len(looks) == 1
     assert stopped_early == (last[4] == last[5])  # it stops early exactly when everything is decided
     assert said[0].startswith("reproduce single_positive_table: look 1/2: 2 seeds")
-    # the final report is over every seed run, at the per-look level
+    # the final report is over every seed run, at the per-look level, with the preset's groups and pairs
     report = (tmp_path / "exp" / "report" / "differences.md").read_text()
     assert "[97.5% CI]" in report
+    assert groups_in(text) == ["an", "gr"] and "Paired per-seed differences to `loss=an`" in text
     assert f"Runs used: {last[3]}; the fixed design of 3 seeds runs 6." in text
     # the same command again replays the looks over the stored runs: the same decisions, no new run
     again = run("single_positive_table", [], tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out",
