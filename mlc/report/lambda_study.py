@@ -143,9 +143,9 @@ def not_worse(search: Search, lower_better: bool, alpha: float = SIGNIFICANCE) -
     best = search.trials.index((search.best_lam, search.best_value))
     mine, tested, kept = search.seeds[best], [], [search.best_lam]
     for i, (lam, _) in enumerate(search.trials):
-        common = [s for s in search.seeds[i] if s in mine]
         if i == best:
             continue
+        common = [s for s in search.seeds[i] if s in mine]
         if len(common) < 2:
             kept.append(lam)
             continue
