@@ -196,4 +196,9 @@ def test_a_search_over_k_seeds_per_trial_gives_the_set_of_lambda_not_worse_than_
     # without re-runs, the study's near-best span is that set, so the relation can be judged
     (out,) = build_rows([s], None, [], "best/val/f1_macro", [], lower, [])
     assert out.span == (0.03, 0.05)
+    # with re-runs too, the paired test over the search's seeds decides, not the re-runs' spread (0.5 here would
+    # call every searched λ near-best)
+    rerun = GroupSummary(("0.8", "0.03"), [], ["2", "3"], {"best/val/f1_macro": Cell(0.8, 0.5, 2)})
+    (out,) = build_rows([s], [rerun], [], "best/val/f1_macro", [], lower, [])
+    assert out.span == (0.03, 0.05) and out.objective.std == 0.5
     assert not_worse(search(0.8, [(0.03, 0.8), (0.05, 0.7)]), False) is None  # one seed per trial: no set

@@ -104,7 +104,7 @@ def test_the_lambda_study_searches_five_ratios_from_02_to_095():
 
 def test_a_reseed_run_holds_the_grid_point_and_the_best_parameters_and_drops_the_search():
     got = reseed_overrides({"dataset.negative_ratio": 0.8, "loss": "any_bce"}, {"loss.lam": 0.1 + 0.2}, [1, 2, 3])
-    assert got == ["hydra.sweeper.params=null", "hydra.sweeper.n_trials=1",
+    assert got == ["hydra.sweeper.params=null", "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds_per_trial=1",
                    "hydra.sweeper.study_grid.dataset.negative_ratio=[0.8]", "hydra.sweeper.study_grid.loss=[any_bce]",
                    "++hydra.sweeper.study_grid.seed=[1,2,3]", "loss.lam=0.30000000000000004"]  # λ to the last digit
     # the re-run's grid point replaces the preset's grid (and the tiny form's trimmed one): the last one wins

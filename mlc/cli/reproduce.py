@@ -186,7 +186,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
         if done.returncode != 0:
             raise SystemExit(done.returncode)  # the sweep printed its own error; the same command continues it
 
-    report_dir, study_dir, design = output / "report", None, None
+    report_dir, study_dir, design, search_seeds = output / "report", None, None, "0"
     if looks is None:
         sweep(folder, arguments)  # every phase of the preset (hydra.sweeper.phases), as `mlc sweep` runs it
     else:  # the same sweep, one planned look of seeds at a time, until every comparison is decided
@@ -196,7 +196,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
         seeds = _ends(list(preset.reseed)) if tiny else list(preset.reseed)
         for fixed, best in best_points(folder, planned):
             sweep(folder / "seeds", [*arguments, *reseed_overrides(fixed, best, seeds)])
-        monitor = _search_monitor(folder)
+        monitor, search_seeds = _search_monitor(folder)
         _report(name, outputs, folder, "lam,negative_ratio", f"best/{monitor}", output / "search", None, env, say)
         study_dir = output / "study"
         _call(["mlc.report.lambda_study", "--search", str(folder), "--seeds", str(folder / "seeds"), "--outputs",
@@ -208,7 +208,7 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     seconds = time.perf_counter() - started
     results = output / "RESULTS.md"
     results.write_text(results_text(preset, overrides, tiny, report_dir, seconds, _reading(results), commit,
-                                    study_dir, workers, design))
+                                    study_dir, workers, design, search_seeds))
     say(f"reproduce {name}: wrote {results} ({seconds / 60:.1f} min)")
     return results
 
@@ -251,8 +251,9 @@ def _plain(value) -> bool:
 
 
 def reseed_overrides(fixed: dict, best: dict, seeds: list[int]) -> list[str]:
-    """One sweep re-running a study's best parameters: its grid point alone, × ``seeds``, no search."""
-    return ["hydra.sweeper.params=null", "hydra.sweeper.n_trials=1",
+    """One sweep re-running a study's best parameters: its grid point alone, × ``seeds``, no search (one run
+    per seed: a search scored over K seeds per trial does not make each re-run K runs)."""
+    return ["hydra.sweeper.params=null", "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds_per_trial=1",
             *(f"hydra.sweeper.study_grid.{key}=[{_value(v)}]" for key, v in fixed.items()),
             f"++hydra.sweeper.study_grid.seed=[{','.join(map(str, seeds))}]",
             *(f"{key}={_value(v)}" for key, v in best.items())]
@@ -356,10 +357,13 @@ def _call(module_and_args: list[str], name: str, env: dict, say) -> None:
         raise SystemExit(1)
 
 
-def _search_monitor(folder: Path) -> str:
+def _search_monitor(folder: Path) -> tuple[str, str]:
+    """The search's objective, and the seeds its trials were scored over ("0" for one seed per trial)."""
     from mlc.report.lambda_study import read_search  # deferred: loads numpy; `mlc reproduce --help` does not
 
-    return read_search(folder)[0]
+    monitor, _, searches, _, _ = read_search(folder)
+    seeds = {seed for s in searches for trial in s.seeds for seed in trial}
+    return monitor, ", ".join(sorted(seeds, key=int)) if seeds else "0"
 
 
 def _path_value(path: Path) -> str:
@@ -386,7 +390,7 @@ def _last_wins(arguments: list[str]) -> list[str]:
 
 def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: Path, seconds: float,
                  reading: str, commit: str, study_dir: Path | None = None, workers: int = 1,
-                 design: Design | None = None) -> str:
+                 design: Design | None = None, search_seeds: str = "0") -> str:
     command = shlex.join(["mlc", "reproduce", preset.name, *(["--tiny"] if tiny else []),
                           *([f"--workers={workers}"] if workers > 1 else []), *(design.command if design else ()),
                           *overrides])
@@ -403,7 +407,8 @@ def results_text(preset: Preset, overrides: list[str], tiny: bool, report_dir: P
     else:
         seeds = ", ".join(map(str, _ends(list(preset.reseed)) if tiny else preset.reseed))
         lines += [f"- runs: `experiment={preset.name}` (`conf/experiment/{preset.name}.yaml`): one Optuna study "
-                  f"per grid point (seed 0), then each study's best parameters re-run at seeds {seeds}; "
+                  f"per grid point (each trial scored over seed{'s' * (',' in search_seeds)} {search_seeds}), "
+                  f"then each study's best parameters re-run at seeds {seeds}; "
                   "`python -m mlc.report.lambda_study` ([study/lambda_study.md](study/lambda_study.md)) and "
                   f"`mlc report` of the search ([search/report.md](search/report.md)) and of the re-runs "
                   f"(`--group-by {preset.group_by}`, [report/report.md](report/report.md))", "",

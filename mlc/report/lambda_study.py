@@ -10,7 +10,9 @@ is within the seed noise of the winner is just as good a best λ. So this reads
   folder), which measure how much the objective moves with the seed alone (its std ``s`` at λ*),
 
 and writes, per ratio: the best λ*, the **near-best span** (the searched λ values whose objective is
-within ``s`` of the best: the data cannot tell them from λ*), the objective and test metrics over the
+within ``s`` of the best: the data cannot tell them from λ*; for a search that scored each trial over K > 1
+seeds, the λ its own seeds do not show worse than λ*, ``not_worse``, a paired test that needs no re-runs
+and is preferred to the spread rule), the objective and test metrics over the
 seeds (mean ± std), and, across ratios, Spearman's rank correlation of λ* with the ratio and whether one
 λ is near-best at every ratio. The verdict follows fixed rules (``verdict``), so it is computed, not
 written by hand. Files: ``lambda_study.{md,csv}`` and ``best_lambda_vs_ratio.png`` in ``--output``.
@@ -230,10 +232,10 @@ def build_rows(searches: list[Search], summaries, series_keys: list[str], object
                     math.isclose(float(lam), s.best_lam, rel_tol=LAMBDA_DIGITS):
                 row.objective, row.metrics = summary.cells.get(objective), dict(summary.cells)
                 used.add(i)
-        if row.objective is not None and row.objective.std is not None:
-            row.near = near_best(s.trials, s.best_value, row.objective.std, lower_better)
-        elif s.seeds:  # a search over K seeds per trial measured its own spread
+        if s.seeds:  # a search over K seeds per trial: a paired test over its own seeds, not a spread rule
             row.near = not_worse(s, lower_better)
+        elif row.objective is not None and row.objective.std is not None:
+            row.near = near_best(s.trials, s.best_value, row.objective.std, lower_better)
         elif summaries is not None:
             notes.append(f"negative ratio {s.ratio:g}{_series_note(s.series, series_keys)}: fewer than two seeds "
                          f"re-ran its best λ {_lam(s.best_lam)}: no near-best span")
@@ -283,8 +285,8 @@ def markdown(rows: list[Row], rels: list[Relation], series_keys: list[str], moni
         lines.append(f"- **Relation**: {prefix}{rel.verdict}.")
     lines += ["", f"λ* is the search's best trial on {monitor}; *near-best* are the searched λ whose "
               f"{monitor} is within one seed std (from the re-runs of λ*) of the best, or, for a search of K > 1 "
-              "seeds per trial without re-runs, the λ whose seeds do not show them worse than λ* (one-sided "
-              "paired t-test, Holm over the trials, 5%)."]
+              "seeds per trial, the λ whose seeds do not show them worse than λ* (one-sided paired t-test over "
+              "the trials' common seeds, Holm over the trials, 5%; the re-runs then only measure λ* afresh)."]
     lines += [f"- note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
