@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from mlc.config import compose_config
 from mlc.sweep.loop import SweepLoop
-from mlc.sweep.plan import study_direction
+from mlc.sweep.plan import objectives, study_direction
 from mlc.sweep.study import ATTR_ERROR, open_storage
 
 
@@ -31,11 +31,15 @@ def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = (), degene
     def launch(overrides: list[tuple[str, ...]], initial_job_idx: int) -> list[JobReturn]:
         returns = []
         for offset, job in enumerate(overrides):
-            if len(jobs) in degenerate:  # this job's run records degenerate predictions, as training does
-                run_dir = tmp_path / "sweep" / str(initial_job_idx + offset)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "result.json").write_text(json.dumps({"degenerate": "same_set"}))
             args = dict(o.split("=", 1) for o in job if not o.startswith("+hydra."))
+            run_dir = tmp_path / "sweep" / str(initial_job_idx + offset)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            result = {"degenerate": "same_set"} if len(jobs) in degenerate else {}  # as training records it
+            # two validation metrics that pull λ apart (as F1 and F1-Neg do), at the run's best epoch (2)
+            lam, seed = math.log10(float(args["loss.lam"])), int(args.get("seed", 0))
+            history = [{"epoch": 1}, {"epoch": 2, "val/f1_macro": 0.8 - (lam + 1.5) ** 2 + 0.01 * seed,
+                                      "val/f1_neg": 0.5 + 0.1 * lam - 0.02 * seed}]
+            (run_dir / "result.json").write_text(json.dumps({**result, "best_epoch": 2, "history": history}))
             ret = JobReturn(overrides=list(job), status=JobStatus.COMPLETED)
             ret.return_value = float(args["dataset.negative_ratio"]) - (math.log10(float(args["loss.lam"])) + 1.5) ** 2
             if args["dataset.negative_ratio"] == fail and not any(f"dataset.negative_ratio={fail}" in j for j in jobs):
@@ -47,8 +51,8 @@ def sweep(tmp_path, fail: str | None = None, extra: tuple[str, ...] = (), degene
     sweeper = cfg.hydra.sweeper
     SweepLoop(cfg, launch, url=url, n_trials=sweeper.n_trials, direction=study_direction(cfg, None),
               sampler=sampler or sweeper.sampler, heartbeat_interval=sweeper.heartbeat_interval,
-              grace_period=sweeper.grace_period, seeds_per_trial=sweeper.seeds_per_trial
-              ).run(list(cfg.hydra.overrides.task))
+              grace_period=sweeper.grace_period, seeds_per_trial=sweeper.seeds_per_trial,
+              objectives=objectives(cfg)).run(list(cfg.hydra.overrides.task))
     return jobs
 
 
@@ -137,3 +141,34 @@ def test_ctrl_c_between_trials_writes_the_summary_and_the_same_command_finishes_
     assert TrialState.RUNNING not in [t.state for t in study]  # the trial being proposed is not left running
     assert len(sweep(tmp_path, extra=extra)) == 1  # the same command runs only the missing trial
     assert json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())["outcome"]["code"] == 0
+
+
+def test_a_multi_objective_search_keeps_each_studys_pareto_front(tmp_path):
+    """hydra.sweeper.objectives: each trial is valued by its run's validation metrics at its best epoch (the
+    mean over its K seeds); the summary marks the Pareto front, checked here against a plain dominance test."""
+    jobs = sweep(tmp_path, extra=("hydra.sweeper.objectives=[val/f1_macro,val/f1_neg]", "hydra.sweeper.n_trials=5",
+                                  "hydra.sweeper.seeds_per_trial=2",
+                                  "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"))
+    assert len(jobs) == 10  # 5 trials × 2 seeds
+    (study,) = trials(tmp_path).values()
+    for t in study:  # the mean over seeds 0 and 1 of each objective, read from the runs' result.json
+        lam = math.log10(t.params["loss.lam"])
+        assert t.values == [0.8 - (lam + 1.5) ** 2 + 0.005, 0.5 + 0.1 * lam - 0.01]
+        assert sorted(t.user_attrs["mlc.seed_values"]) == ["0", "1"] and t.intermediate_values == {}
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    assert summary["outcome"]["code"] == 0 and summary["objectives"] == [["val/f1_macro", "maximize"],
+                                                                         ["val/f1_neg", "maximize"]]
+    (s,) = summary["studies"]
+    values = [t["values"] for t in s["trials"]]
+
+    def dominated(v):
+        return any(all(o >= x for o, x in zip(other, v, strict=True)) and other != v for other in values)
+
+    assert [t["pareto"] for t in s["trials"]] == [not dominated(v) for v in values]
+    assert any(t["pareto"] for t in s["trials"]) and s["best_value"] is None and s["best_params"] == {}
+    text = (tmp_path / "sweep" / "sweep_summary.md").read_text()
+    assert "Pareto front of val/f1_macro (maximize), val/f1_neg (maximize)" in text
+    assert "Pareto front (val/f1_macro, val/f1_neg):" in text and (tmp_path / "sweep" / "sweep_summary.png").is_file()
+    assert sweep(tmp_path, extra=("hydra.sweeper.objectives=[val/f1_macro,val/f1_neg]", "hydra.sweeper.n_trials=5",
+                                  "hydra.sweeper.seeds_per_trial=2",
+                                  "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]")) == []  # continues

@@ -80,7 +80,7 @@ def test_mlc_sweep_and_mlc_reproduce_plan_the_same_runs(name, tmp_path, monkeypa
                         subprocess.CompletedProcess(c, 0))
     monkeypatch.setattr(reproduce, "_git_commit", lambda: "test")
     monkeypatch.setattr(reproduce, "best_points", lambda *_: [])  # a search preset's re-runs follow its results
-    monkeypatch.setattr(reproduce, "_search_monitor", lambda _: "val/f1_macro")
+    monkeypatch.setattr(reproduce, "_search_monitor", lambda _: ("val/f1_macro", "0"))
     monkeypatch.setattr(reproduce, "results_text", lambda *_, **__: "")
     reproduce.run(name, [], output=tmp_path, outputs=tmp_path / "out", say=lambda *_, **__: None)
     (sweep,) = [c[4:] for c in commands if c[2:4] == ["mlc.cli.train", "-m"]]  # one sweep: every phase in it
@@ -110,3 +110,37 @@ def test_a_bad_phase_is_refused_before_anything_runs(phases, key, reason):
     with pytest.raises(ConfigError) as err:
         StudyGridSweeper.preflight(cfg)
     assert err.value.key == key and reason in err.value.reason, err.value
+
+
+@pytest.mark.parametrize("given, message", [
+    (["val/f1_macro"], "needs two or more different metrics"),
+    (["val/f1_macro", "val/f1_macro"], "needs two or more different metrics"),
+    (["val/f1_macro", "test/f1_neg"], "'test/f1_neg' is not a validation metric"),
+    (["val/f1_macro", "val/f1_neg:up"], "the direction after ':' must be max or min"),
+    ("val/f1_macro", "must be a list of validation metrics"),
+])
+def test_bad_objectives_are_one_config_error_naming_the_entry(given, message):
+    from mlc.sweep.plan import objectives
+
+    cfg = _config()
+    cfg.hydra.sweeper.objectives = given
+    with pytest.raises(ConfigError, match=message) as err:
+        objectives(cfg)
+    assert err.value.key == "hydra.sweeper.objectives"
+
+
+def test_objectives_take_their_direction_from_the_metric_and_refuse_a_pruner_and_make_other_studies():
+    from mlc.sweep.plan import objectives
+
+    cfg = _config()
+    assert objectives(cfg) == []  # unset: one objective, trainer.monitor
+    cfg.hydra.sweeper.objectives = ["val/f1_macro", "val/fpr_neg_images", "val_ema/map:min"]
+    assert objectives(cfg) == [("val/f1_macro", "maximize"), ("val/fpr_neg_images", "minimize"),
+                               ("val_ema/map", "minimize")]
+    names = {s.name for s in plan_sweep(cfg).studies}
+    cfg.hydra.sweeper.objectives = []
+    assert names.isdisjoint(s.name for s in plan_sweep(cfg).studies)  # another search: other studies
+    cfg.hydra.sweeper.objectives = ["val/f1_macro", "val/f1_neg"]
+    cfg.hydra.sweeper.pruner = {"_target_": "optuna.pruners.MedianPruner"}
+    with pytest.raises(ConfigError, match="Optuna cannot prune a multi-objective trial"):
+        objectives(cfg)

@@ -31,7 +31,7 @@ class StudyGridSweeper(Sweeper):
                  study_name: str | None, n_trials: int, direction: str | None = None, n_jobs: int = 1,
                  max_failure_rate: float = 1.0, params: DictConfig | None = None, heartbeat_interval: int = 10,
                  grace_period: int = 60, pruner: DictConfig | None = None, phases: Any = None,
-                 seeds_per_trial: int = 1) -> None:
+                 seeds_per_trial: int = 1, objectives: Any = None) -> None:
         self.study_grid, self.phases = flatten(study_grid), phases  # see mlc.sweep.plan.plan_sweep
         self.sampler_cfg, self.storage = sampler, storage
         self.direction_set = direction  # as configured: None = derived from trainer.monitor_mode
@@ -41,7 +41,7 @@ class StudyGridSweeper(Sweeper):
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.params = flatten(params)
         self.pruner = OmegaConf.to_container(pruner, resolve=True) if pruner else None
-        self.seeds_per_trial = seeds_per_trial
+        self.seeds_per_trial, self.objectives = seeds_per_trial, objectives  # (read by mlc.sweep.plan.objectives)
         self.config: DictConfig | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -89,7 +89,8 @@ class StudyGridSweeper(Sweeper):
         SweepLoop(self.config, self.launcher.launch, url=self._url, n_trials=self.n_trials, direction=self.direction,
                   sampler=self.sampler_cfg, pruner=self.pruner, n_jobs=self.n_jobs,
                   heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
-                  max_failure_rate=self.max_failure_rate, seeds_per_trial=self.seeds_per_trial).run(arguments)
+                  max_failure_rate=self.max_failure_rate, seeds_per_trial=self.seeds_per_trial,
+                  objectives=planner.objectives(self.config)).run(arguments)
 
     # -- checks before any trial ------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class StudyGridSweeper(Sweeper):
 
     def _check(self, config: DictConfig) -> None:
         self.direction = planner.study_direction(config, self.direction_set)
+        planner.objectives(config)  # a malformed list, or one with a pruner, fails here
         grids = [grid for grid, _ in planner.phases(self.study_grid, self.phases)]  # a bad phase fails here
         clash = [a for a in config.hydra.overrides.task if any(a.split("=", 1)[0].lstrip("+~") in g for g in grids)]
         if clash:

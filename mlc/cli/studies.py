@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     searched = sorted({k for r in results for k in r.best_params})
     for r in results:
-        print(f"{r.name}: {r.status}, best {_fmt(r.best_value)} with {r.best_params} ({r.complete} complete, "
+        best = (f"a Pareto front of {sum(r.pareto)} trial(s) over {', '.join(r.objectives)}" if r.objectives
+                else f"best {_fmt(r.best_value)} with {r.best_params}")
+        print(f"{r.name}: {r.status}, {best} ({r.complete} complete, "
               f"{r.pruned} pruned, {r.failed} failed, {r.interrupted} interrupted, {r.running} running of which "
               f"{r.stale} stale, "
               f"{r.waiting} queued)")
@@ -77,7 +79,8 @@ def trials_table(study: Any) -> str:
     keys = sorted({k for t in trials for k in t.params})
     lines = ["| trial | state | " + " | ".join(keys) + " | value |", "|---" * (len(keys) + 3) + "|"]
     for t in trials:
-        cells = [str(t.number), t.state.name, *(_fmt(t.params.get(k)) for k in keys), _fmt(t.value)]
+        value = ", ".join(map(_fmt, t.values)) if t.values and len(t.values) > 1 else _fmt(t.value)  # (objectives)
+        cells = [str(t.number), t.state.name, *(_fmt(t.params.get(k)) for k in keys), value]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

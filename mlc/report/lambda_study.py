@@ -291,8 +291,86 @@ def markdown(rows: list[Row], rels: list[Relation], series_keys: list[str], moni
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Front:
+    """A multi-objective study's trials (``hydra.sweeper.objectives``): its grid point and, per trial, λ, the
+    objectives' values and whether the trial is on the study's Pareto front."""
+
+    series: tuple[str, ...]
+    ratio: float
+    trials: tuple[tuple[float, tuple[float, ...], bool], ...]
+
+
+def read_fronts(sweep_dir: Path) -> tuple[list[str], list[str], list[Front]] | None:
+    """(objectives, series keys, one ``Front`` per study) of a multi-objective λ search; None for a search of one
+    objective (``read_search`` reads those)."""
+    try:
+        data = json.loads((Path(sweep_dir) / SUMMARY).read_text())
+        names = [str(name) for name, _ in data.get("objectives") or []]
+    except (OSError, ValueError, TypeError):
+        return None  # read_search says what is wrong with it
+    if not names:
+        return None
+    fronts, series_keys = [], []
+    for study in data.get("studies") or []:
+        fixed = dict(study.get("fixed") or {})
+        if RATIO not in fixed:
+            raise ReportError(f"--search: study {study.get('name')!r} does not hold {RATIO} fixed")
+        series_keys = series_keys or [k for k in fixed if k != RATIO]
+        trials = tuple(sorted((float(t["params"][LAMBDA]), tuple(map(float, t["values"])), bool(t.get("pareto")))
+                              for t in study.get("trials") or [] if LAMBDA in (t.get("params") or {})
+                              and t.get("values")))
+        fronts.append(Front(tuple(str(fixed[k]) for k in series_keys), float(fixed[RATIO]), trials))
+    fronts.sort(key=lambda f: (tuple(map(natural_key, f.series)), f.ratio))
+    return names, series_keys, fronts
+
+
+def pareto_markdown(names: list[str], series_keys: list[str], fronts: list[Front]) -> str:
+    """Per ratio, the λ on its Pareto front with their objectives: the trade-off the search found."""
+    header = [*series_keys, "negative_ratio", "trials", "λ on the Pareto front", *names]
+    body = []
+    for f in fronts:
+        front = [(lam, values) for lam, values, on in f.trials if on]
+        if not front:
+            body.append([*f.series, f"{f.ratio:g}", str(len(f.trials)), tables.DASH, *(tables.DASH for _ in names)])
+        for i, (lam, values) in enumerate(front):
+            body.append([*(f.series if i == 0 else ["" for _ in f.series]), f"{f.ratio:g}" if i == 0 else "",
+                         str(len(f.trials)) if i == 0 else "", _lam(lam), *map(tables.fmt, values)])
+    table = tables.Table(header, body, [False] * len(series_keys) + [True] * (len(header) - len(series_keys)))
+    return "\n".join([tables.to_markdown(table).rstrip(), "",
+                      f"A multi-objective search ({', '.join(names)}, each trial at its best epoch): per ratio, the "
+                      "searched λ that no other searched λ beats in every objective. Choosing among them is a "
+                      "trade-off, not a best λ; the values are the search's own (its seeds), not fresh "
+                      "re-runs."]) + "\n"
+
+
+def _run_pareto(search: Path, output: Path, say) -> list[Path] | None:
+    read = read_fronts(search)
+    if read is None:
+        return None
+    names, series_keys, fronts = read
+    build._check_output(output, FILES[0])
+    output.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*series_keys, "negative_ratio", "lambda", *names, "pareto"])
+    for f in fronts:
+        for lam, values, on in f.trials:
+            writer.writerow([*f.series, repr(f.ratio), repr(lam), *map(repr, values), int(on)])
+    written = []
+    for name, text in (("lambda_study.md", pareto_markdown(names, series_keys, fronts)),
+                       ("lambda_study.csv", buf.getvalue())):
+        (output / name).write_text(text)
+        written.append(output / name)
+        say(f"wrote {output / name}")
+    return written
+
+
 def run(search: Path, seeds: Path | None, store: str, store_option: str, experiment: str, metrics: list[str],
         output: Path, say=print) -> list[Path]:
+    pareto = _run_pareto(search, output, say)  # a multi-objective search: its Pareto front per ratio
+    if pareto is not None:
+        return pareto
     monitor, lower_better, searches, series_keys, notes = read_search(search)
     objective = f"best/{monitor}"
     summaries = None

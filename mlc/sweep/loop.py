@@ -21,11 +21,16 @@ What it guarantees (Hydra's stock Optuna sweeper does none of it):
   interrupted trial continues from its checkpoint.
 - **A study whose every trial fails** is reported as failed; the other studies still run; exit code 1.
 
+With ``hydra.sweeper.objectives`` (two or more validation metrics) each study is multi-objective: a trial's
+values are its run's metrics at its best epoch (the mean over its seeds with K > 1), and the summary lists each
+study's Pareto front instead of one best trial.
+
 What studies a sweep makes (names, phases, search space) is planned by ``mlc.sweep.plan``; this runs the plan.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
@@ -43,7 +48,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from mlc.errors import TrainingInterrupted, TrialPruned
+from mlc.errors import MlcError, TrainingInterrupted, TrialPruned
 from mlc.sweep import optuna_api
 from mlc.sweep import plan as planner
 from mlc.sweep.parent import ParentLog, parent_run_id
@@ -54,6 +59,7 @@ from mlc.sweep.study import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
     ATTR_JOB_NUM,
+    ATTR_OBJECTIVES,
     ATTR_OWNER,
     ATTR_PARENT_RUN,
     ATTR_RUN_DIR,
@@ -88,11 +94,13 @@ class SweepLoop:
 
     def __init__(self, config: DictConfig, launch: Launch, *, url: str | None, n_trials: int, direction: str,
                  sampler: Any, pruner: dict | None = None, n_jobs: int = 1, heartbeat_interval: int = 10,
-                 grace_period: int = 60, max_failure_rate: float = 1.0, seeds_per_trial: int = 1) -> None:
+                 grace_period: int = 60, max_failure_rate: float = 1.0, seeds_per_trial: int = 1,
+                 objectives: Sequence[tuple[str, str]] = ()) -> None:
         self.config, self.launch, self.url, self.direction, self.sampler_cfg = config, launch, url, direction, sampler
         self.n_trials, self.n_jobs, self.pruner, self.seeds_per_trial = n_trials, n_jobs, pruner, seeds_per_trial
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         self.max_failure_rate, self.phase_overrides, self._parent = max_failure_rate, {}, None
+        self.objectives = list(objectives)  # [(val metric, direction)]: a multi-objective search (plan.objectives)
 
     def _parent_log(self) -> Any:
         """The multirun's parent MLflow run (opened on the first finished trial; a no-op without tracking)."""
@@ -131,7 +139,8 @@ class SweepLoop:
                                     storage_url=self.url or "in memory (this process only; storage: null)",
                                     sweep_dir=sweep_dir, monitor=monitor, direction=self.direction,
                                     searched=list(distributions), tracking=tracking,
-                                    max_failure_rate=float(self.max_failure_rate), interrupted=interrupted)
+                                    max_failure_rate=float(self.max_failure_rate), interrupted=interrupted,
+                                    objectives=self.objectives)
         print(table, flush=True)  # its recorded outcome is the exit code (ExitWithOutcome)
 
     def _settle(self, studies: list, distributions: dict, fixed_args: list[str]) -> str | None:
@@ -183,11 +192,14 @@ class SweepLoop:
         for plan in plans:
             sampler = TrialSeededSampler(lambda s: instantiate(self.sampler_cfg, **({} if s is None else {"seed": s})),
                                          seed)
+            directions = [d for _, d in self.objectives] or [self.direction]
             study = optuna.create_study(study_name=plan.name, storage=self.optuna_storage, sampler=sampler,
-                                        pruner=build_pruner(self.pruner), direction=self.direction,
+                                        pruner=build_pruner(self.pruner), directions=directions,
                                         load_if_exists=True)
             if study.user_attrs.get("mlc.config") is None:
                 study.set_user_attr("mlc.config", plan.config)
+                if self.objectives:  # their names, for summaries read from the storage alone (mlc studies)
+                    study.set_user_attr(ATTR_OBJECTIVES, [name for name, _ in self.objectives])
                 study.set_user_attr("mlc.grace_period", self.grace_period)
             planned.append((StudyRef(name=plan.name, fixed=plan.fixed, n_trials=self.n_trials), study))
         return planned
@@ -245,24 +257,24 @@ class SweepLoop:
         open_trials, interrupted = {t.number: t for t in trials}, None
         for step, seed in enumerate(seeds):  # a continued trial's seeds done before are its first instances
             for trial in trials:
-                if seed in values[trial.number]:
+                if seed in values[trial.number] and not self.objectives:
                     trial.report(values[trial.number][seed], step=step)
         for step, seed in enumerate(seeds or (None,)):
             todo = [t for t in open_trials.values() if seed is None or seed not in values[t.number]]
             results, interrupted = self._launch(study, todo, ref, fixed_args, seed) if todo else ([], None)
             for trial, result in results:
-                if isinstance(result, float):
+                if isinstance(result, float | list):
                     if seed is None:
                         study.tell(trial, result)
-                        log.info("  trial #%d: %s = %.4f", trial.number, self.config.trainer.monitor, result)
-                        self._parent_log().trial(ref.fixed, trial.number, result, _best_value(study))
+                        log.info("  trial #%d: %s", trial.number, self._said(result))
+                        self._chart(ref, study, trial.number, result)
                         open_trials.pop(trial.number)
                         continue
                     values[trial.number][seed] = result
                     trial.set_user_attr(ATTR_SEED_VALUES, {str(s): v for s, v in values[trial.number].items()})
-                    trial.report(result, step=step)
-                    log.info("  trial #%d, seed %d: %s = %.4f", trial.number, seed, self.config.trainer.monitor,
-                             result)
+                    if not self.objectives:  # (Optuna keeps no intermediate values of a multi-objective trial)
+                        trial.report(result, step=step)
+                    log.info("  trial #%d, seed %d: %s", trial.number, seed, self._said(result))
                     continue
                 open_trials.pop(trial.number)
                 if isinstance(result, TrialPruned):  # stopped by the pruner at an epoch boundary: counts
@@ -282,20 +294,30 @@ class SweepLoop:
                     trial.set_user_attr(ATTR_INTERRUPTED, True)
                     study.tell(trial, state=TrialState.FAIL)
                 return interrupted
-            if seed is not None and step + 1 < len(seeds):
+            if seed is not None and step + 1 < len(seeds) and not self.objectives:
                 for number, trial in list(open_trials.items()):
                     if trial.should_prune():
                         study.tell(trial, state=TrialState.PRUNED)
                         log.info("  trial #%d pruned by %s after %d of %d seeds", number,
                                  type(study.pruner).__name__, step + 1, len(seeds))
                         open_trials.pop(number)
-        for trial in open_trials.values():  # K > 1: the mean over its seeds
-            value = sum(values[trial.number].values()) / len(values[trial.number])
+        for trial in open_trials.values():  # K > 1: the mean over its seeds (of each objective)
+            value = _mean(list(values[trial.number].values()))
             study.tell(trial, value)
-            log.info("  trial #%d: %s = %.4f (mean of %d seeds)", trial.number, self.config.trainer.monitor, value,
-                     len(values[trial.number]))
-            self._parent_log().trial(ref.fixed, trial.number, value, _best_value(study))
+            log.info("  trial #%d: %s (mean of %d seeds)", trial.number, self._said(value), len(values[trial.number]))
+            self._chart(ref, study, trial.number, value)
         return None
+
+    def _said(self, value: float | list[float]) -> str:
+        """A trial's value for the log: ``val/f1_macro_hm_neg = 0.8123``, or each objective's."""
+        if isinstance(value, list):
+            return ", ".join(f"{name} = {v:.4f}" for (name, _), v in zip(self.objectives, value, strict=True))
+        return f"{self.config.trainer.monitor} = {value:.4f}"
+
+    def _chart(self, ref: Any, study: Any, number: int, value: float | list[float]) -> None:
+        """The trial's value on the parent run's chart (a multi-objective trial has no one value to chart)."""
+        if not isinstance(value, list):
+            self._parent_log().trial(ref.fixed, number, value, _best_value(study))
 
     def _seeds(self) -> tuple[int, ...]:
         """The seeds of every trial with ``seeds_per_trial`` K > 1: the config's seed and the K - 1 after it."""
@@ -310,7 +332,7 @@ class SweepLoop:
         first_job = _claim_job_numbers(sweep_dir, len(trials))
         tracking_uri = (OmegaConf.select(self.config, "tracking.tracking_uri")
                         if OmegaConf.select(self.config, "tracking.enabled", default=False) else None)
-        overrides, parent, seeds = [], parent_run_id(sweep_dir), self._seeds()
+        overrides, parent, seeds, run_dirs = [], parent_run_id(sweep_dir), self._seeds(), {}
         for offset, trial in enumerate(trials):
             # an interrupted or dead run is continued from its checkpoint (in its own run dir): the trial's
             # own, or with K seeds, the one of the seed it was running
@@ -322,6 +344,7 @@ class SweepLoop:
                              fixed=dict(ref.fixed), resume=checkpoint, pruner=self.pruner, parent_run_id=parent,
                              seeds=seeds or (own_seed,), seed=seed)
             run_dir = Path(checkpoint).parent.parent if checkpoint else sweep_dir / str(first_job + offset)
+            run_dirs[trial.number] = run_dir
             attrs = {ATTR_SWEEP_DIR: str(sweep_dir.resolve()), ATTR_JOB_NUM: str(first_job + offset),
                      ATTR_RUN_DIR: str(run_dir.resolve()), ATTR_RUN_SEED: seed, ATTR_TRACKING_URI: tracking_uri,
                      ATTR_PARENT_RUN: parent, ATTR_OWNER: process_owner()}
@@ -348,10 +371,36 @@ class SweepLoop:
                 value = float(ret.return_value)
                 if not math.isfinite(value):
                     raise ValueError(f"the trial returned {value}")
-                results.append((trial, value))
+                results.append((trial, objective_values(run_dirs[trial.number], self.objectives)
+                                if self.objectives else value))
             except Exception as err:
                 results.append((trial, err))
         return results, None
+
+
+def objective_values(run_dir: Path, objectives: Sequence[tuple[str, str]]) -> list[float]:
+    """The objectives of a multi-objective trial: its run's validation metrics at its best epoch (the one
+    ``trainer.monitor`` chose, whose checkpoint is the run's result), from the run's ``result.json``."""
+    try:
+        result = json.loads((Path(run_dir) / "result.json").read_text())
+        record = next(r for r in result["history"] if r.get("epoch") == result["best_epoch"])
+    except (OSError, ValueError, KeyError, TypeError, StopIteration) as err:
+        raise MlcError(f"cannot read the objectives from {run_dir}/result.json ({type(err).__name__}: {err})") from None
+    missing = [name for name, _ in objectives if name not in record]
+    if missing:
+        raise MlcError(f"hydra.sweeper.objectives: the run has no {', '.join(missing)} (its validation metrics: "
+                       f"{', '.join(k for k in record if k.startswith(('val/', 'val_ema/')))})")
+    values = [float(record[name]) for name, _ in objectives]
+    if not all(map(math.isfinite, values)):
+        raise MlcError(f"hydra.sweeper.objectives: not finite at the best epoch: {values}")
+    return values
+
+
+def _mean(values: list) -> float | list[float]:
+    """The mean over a trial's seeds: of one value each, or of each objective."""
+    if values and isinstance(values[0], list):
+        return [sum(v[i] for v in values) / len(values) for i in range(len(values[0]))]
+    return sum(values) / len(values)
 
 
 def _counts(study: Any) -> dict[str, int]:
@@ -363,7 +412,7 @@ def _counts(study: Any) -> dict[str, int]:
 def _best_value(study: Any) -> float | None:
     try:
         return float(study.best_value)
-    except ValueError:  # no complete trial yet
+    except (ValueError, RuntimeError):  # no complete trial yet (or several objectives: no one best)
         return None
 
 

@@ -58,7 +58,7 @@ def plan_sweep(config: DictConfig, arguments: Sequence[str] | None = None) -> Sw
         task = compose_with(config, arguments, overrides) if overrides else config
         task = OmegaConf.to_container(OmegaConf.masked_copy(task, [k for k in task if k != "hydra"]), resolve=True)
         digest, shared = fingerprint(task, [*grid, *distributions], spec, direction,
-                                     int(sweeper.get("seeds_per_trial") or 1))
+                                     int(sweeper.get("seeds_per_trial") or 1), objectives(config))
         shared = json.loads(json.dumps(shared, default=str))  # as it reads back from Optuna's JSON user attributes
         base = str(name) if name else \
             f"{choices.get('experiment') or choices.get('hparams_search') or 'sweep'}@{digest}"
@@ -103,6 +103,42 @@ def compose_with(config: DictConfig, arguments: Sequence[str], overrides: Sequen
         key, _, value = overrides[-1].partition("=")
         raise ConfigError(key, value, f"no such {key} option" if isinstance(err, MissingConfigException)
                           else str(err).splitlines()[0]) from None
+
+
+OBJECTIVE_PREFIXES = ("val/", "val_ema/")  # an objective is a validation metric (a test metric would leak)
+LOWER_IS_BETTER = ("loss", "fnr", "fpr", "fpr_neg_images", "fpr_pos_images")  # the rest: higher is better
+
+
+def objectives(config: DictConfig) -> list[tuple[str, str]]:
+    """``hydra.sweeper.objectives`` as (validation metric, Optuna direction) pairs; [] for a single-objective
+    sweep (``trainer.monitor``). Each entry is ``val/<metric>``, optionally ``:max`` or ``:min``; without one,
+    losses and error rates (``LOWER_IS_BETTER``) are minimized and every other metric maximized. A
+    multi-objective search finds the Pareto front (e.g. F1 against F1-Neg, the trade-off λ sets), so it needs
+    at least two, and an Optuna pruner cannot judge a trial on several values (no pruner with it)."""
+    given = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
+    if given is None or (isinstance(given, Sequence) and not isinstance(given, str) and len(given) == 0):
+        return []
+    key = "hydra.sweeper.objectives"
+    if isinstance(given, str) or not isinstance(given, Sequence):
+        raise ConfigError(key, given, "must be a list of validation metrics, e.g. [val/f1_macro,val/f1_neg]")
+    out = []
+    for entry in given:
+        name, _, mode = str(entry).partition(":")
+        if not name.startswith(OBJECTIVE_PREFIXES) or "/" in name.split("/", 1)[1] or not name.split("/", 1)[1]:
+            raise ConfigError(key, list(given), f"{entry!r} is not a validation metric (val/<metric>, e.g. "
+                              "val/f1_neg, optionally :max or :min)")
+        if mode and mode not in DIRECTIONS:
+            raise ConfigError(key, list(given), f"{entry!r}: the direction after ':' must be max or min")
+        metric = name.split("/", 1)[1]
+        out.append((name, DIRECTIONS[mode] if mode else DIRECTIONS["min" if metric in LOWER_IS_BETTER else "max"]))
+    names = [n for n, _ in out]
+    if len(out) < 2 or len(set(names)) < len(names):
+        raise ConfigError(key, list(given), "needs two or more different metrics (one objective is trainer.monitor)")
+    pruner = str(OmegaConf.select(config, "hydra.sweeper.pruner._target_", default=None) or "")
+    if pruner and not pruner.endswith(".NopPruner"):
+        raise ConfigError(key, list(given), f"Optuna cannot prune a multi-objective trial ({pruner}); use "
+                          "hydra/sweeper/pruner=none")
+    return out
 
 
 def study_direction(config: DictConfig, given: str | None) -> str:

@@ -55,11 +55,14 @@ class PruningReporter(Callback):
         self.monitor, self.number = monitor, int(number)
         self.study = optuna.load_study(study_name=study, storage=storage, pruner=build_pruner(pruner))
         self.trial = optuna_api.trial_of(self.study, self.number)
+        self.multi = len(self.study.directions) > 1  # hydra.sweeper.objectives: Optuna keeps no intermediate values
 
     def on_epoch_end(self, trainer: Any, record: dict[str, float], improved: bool = False) -> None:
         epoch = int(record["epoch"])
-        self.trial.report(float(record[self.monitor]), step=epoch)
-        stop = self.trial.should_prune() if epoch < trainer.s.max_epochs else False
+        stop = False
+        if not self.multi:
+            self.trial.report(float(record[self.monitor]), step=epoch)
+            stop = self.trial.should_prune() if epoch < trainer.s.max_epochs else False
         stop = bool(trainer.dist.broadcast_object(stop))  # rank 0 decides for every rank
         if stop:
             raise TrialPruned(f"trial #{self.number} pruned by {type(self.study.pruner).__name__} at epoch {epoch} "

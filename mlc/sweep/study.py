@@ -62,6 +62,7 @@ ATTR_CHECKPOINT, ATTR_CONTINUES = "mlc.checkpoint", "mlc.continues"
 # (on its continuation) the seed that the checkpoint belongs to.
 ATTR_SEED_VALUES, ATTR_RUN_SEED, ATTR_CHECKPOINT_SEED = "mlc.seed_values", "mlc.run_seed", "mlc.checkpoint_seed"
 ATTR_RUN_DIRS = "mlc.run_dirs"  # K > 1: {seed: run dir} of each seed's run (mlc.run_dir is the latest one's)
+ATTR_OBJECTIVES = "mlc.objectives"  # a study's: the names of its objectives (hydra.sweeper.objectives)
 # What a continuation takes over from the trial it continues.
 CARRIED = (ATTR_CONTINUES, ATTR_CHECKPOINT, ATTR_CHECKPOINT_SEED, ATTR_SEED_VALUES, ATTR_RUN_DIRS)
 # The sweep process that runs a trial (``process_owner``): a re-run on its host takes it over once it is gone.
@@ -331,9 +332,10 @@ class TrialSeededSampler(BaseSampler):
 
 
 def fingerprint(task_config: dict[str, Any], exclude: Sequence[str], search_space: dict[str, str],
-                direction: str, seeds_per_trial: int = 1) -> tuple[str, dict[str, Any]]:
+                direction: str, seeds_per_trial: int = 1,
+                objectives: Sequence[tuple[str, str]] = ()) -> tuple[str, dict[str, Any]]:
     """(short hash, flat config) of what every trial of a study shares. A trial scored over K > 1 seeds
-    is another objective (the mean of K runs): another study."""
+    is another objective (the mean of K runs): another study; so is a multi-objective search."""
     def excluded(key: str) -> bool:
         return key.endswith("cache_dir") or any(key == p or key.startswith(p + ".")
                                                 for p in (*NOT_IN_FINGERPRINT, *exclude))
@@ -342,6 +344,8 @@ def fingerprint(task_config: dict[str, Any], exclude: Sequence[str], search_spac
     flat |= {f"search:{k}": str(v) for k, v in sorted(search_space.items())} | {"direction": direction}
     if seeds_per_trial > 1:  # (one seed adds nothing: the names of studies run before K existed stay)
         flat["seeds_per_trial"] = int(seeds_per_trial)
+    if objectives:  # (the monitor still picks each run's best epoch, at which the objectives are read)
+        flat["objectives"] = [f"{name}:{direction}" for name, direction in objectives]
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return digest, flat
 

@@ -61,6 +61,9 @@ class StudyResult:
     best_number: int | None = None
     best_run_dir: str | None = None
     best_degenerate: str | None = None  # the rule the best trial's run broke, None: not degenerate (or unknown)
+    objectives: list[str] = field(default_factory=list)  # a multi-objective study's (its trials' value is None)
+    trial_values: list[list[float]] = field(default_factory=list)  # per complete trial: each objective's value
+    pareto: list[bool] = field(default_factory=list)  # per complete trial: on the study's Pareto front
 
     @property
     def status(self) -> str:
@@ -110,7 +113,14 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
     from optuna.trial import TrialState
 
     # deferred: mlc.sweep.study loads Optuna; every Hydra run imports this module (sweeper plugin, callbacks)
-    from mlc.sweep.study import ATTR_INTERRUPTED, ATTR_RUN_DIR, ATTR_SEED_VALUES, ATTR_SURPLUS, stale_trial_numbers
+    from mlc.sweep.study import (
+        ATTR_INTERRUPTED,
+        ATTR_OBJECTIVES,
+        ATTR_RUN_DIR,
+        ATTR_SEED_VALUES,
+        ATTR_SURPLUS,
+        stale_trial_numbers,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
@@ -120,15 +130,22 @@ def load_results(studies: list[StudyRef], storage: Any, max_failure_rate: float 
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
         interrupted = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(ATTR_INTERRUPTED)) for t in trials)
-        best = study.best_trial if done else None
+        multi = len(study.directions) > 1  # a Pareto front, no one best trial
+        best = study.best_trial if done and not multi else None
+        front = {t.number for t in study.best_trials} if done and multi else set()
         flags = {t.number: trial_degenerate(t.user_attrs) for t in done}
+        names = list(study.user_attrs.get(ATTR_OBJECTIVES) or [f"objective {i + 1}"
+                                                                for i in range(len(study.directions))])
         out.append(StudyResult(
             name=ref.name, fixed=ref.fixed, best_params=dict(best.params) if best else {},
             best_value=best.value if best else None, complete=len(done), pruned=count[TrialState.PRUNED],
             failed=count[TrialState.FAIL] - interrupted, interrupted=interrupted, running=count[TrialState.RUNNING],
             stale=len(stale_trial_numbers(study)),
             waiting=count[TrialState.WAITING], n_trials=ref.n_trials,
-            trials=[(dict(t.params), float(t.value)) for t in done], max_failure_rate=max_failure_rate,
+            trials=[(dict(t.params), None if multi else float(t.value)) for t in done],
+            max_failure_rate=max_failure_rate, objectives=names if multi else [],
+            trial_values=[list(map(float, t.values)) for t in done] if multi else [],
+            pareto=[t.number in front for t in done] if multi else [],
             trial_degenerate=[flags[t.number] for t in done], best_number=best.number if best else None,
             trial_seeds=[dict(t.user_attrs.get(ATTR_SEED_VALUES) or {}) for t in done],
             best_run_dir=best.user_attrs.get(ATTR_RUN_DIR) if best else None,
@@ -168,8 +185,9 @@ def degenerate_warnings(results: list[StudyResult], monitor: str) -> list[str]:
 def format_table(results: list[StudyResult], monitor: str, searched: list[str]) -> str:
     fixed_keys = list(results[0].fixed) if results else []
     flagged = any(r.best_degenerate for r in results)
+    multi = any(r.objectives for r in results)
     header = [*fixed_keys, *(f"best {k}" for k in searched), f"best {monitor}", *(["degenerate"] if flagged else []),
-              "finished", "failed", "running", "status"]
+              *(["pareto front"] if multi else []), "finished", "failed", "running", "status"]
     rows = []
     for r in results:
         finished = f"{r.complete + r.pruned}/{r.n_trials}" if r.n_trials is not None else str(r.complete + r.pruned)
@@ -177,19 +195,36 @@ def format_table(results: list[StudyResult], monitor: str, searched: list[str]) 
         if r.waiting:
             running += f" +{r.waiting} queued"
         rows.append([*(_fmt(r.fixed[k]) for k in fixed_keys), *(_fmt(r.best_params.get(k)) for k in searched),
-                     _fmt(r.best_value), *([_fmt(r.best_degenerate)] if flagged else []), finished,
+                     _fmt(r.best_value), *([_fmt(r.best_degenerate)] if flagged else []),
+                     *([f"{sum(r.pareto)} trial(s)" if r.objectives else "-"] if multi else []), finished,
                      f"{r.failed} (+{r.interrupted} interrupted)" if r.interrupted else str(r.failed), running,
                      r.status])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join([*lines, *degenerate_warnings(results, monitor)])
+    return "\n".join([*lines, *pareto_lines(results, searched), *degenerate_warnings(results, monitor)])
+
+
+def pareto_lines(results: list[StudyResult], searched: list[str]) -> list[str]:
+    """Each multi-objective study's Pareto front, one trial per line: no trial on it is worse than another
+    in every objective, so the choice between them is the user's trade-off (e.g. F1 against F1-Neg)."""
+    lines = []
+    for r in results:
+        if not r.objectives or not any(r.pareto):
+            continue
+        lines.append(f"{r.name}: Pareto front ({', '.join(r.objectives)}):")
+        front = sorted((v, p) for (p, _), v, on in zip(r.trials, r.trial_values, r.pareto, strict=True) if on)
+        for values, params in front:
+            lines.append("  " + "  ".join([*(f"{k}={_fmt(params.get(k))}" for k in searched),
+                                            *(f"{n}={_fmt(v)}" for n, v in zip(r.objectives, values, strict=True))]))
+    return lines
 
 
 def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep_dir: Path, monitor: str,
                   direction: str, searched: list[str], tracking: bool, max_failure_rate: float = 1.0,
-                  interrupted: str | None = None) -> tuple[str, list[StudyResult], tuple[int, str]]:
+                  interrupted: str | None = None, objectives: Any = ()
+                  ) -> tuple[str, list[StudyResult], tuple[int, str]]:
     """Write ``sweep_summary.{json,md,png}`` into ``sweep_dir``, with the sweep's outcome read from its
     studies; return the text to print, the results and the outcome."""
     results = load_results(studies, storage, max_failure_rate)
@@ -198,12 +233,13 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
     _write_atomic(sweep_dir / f"{SUMMARY_STEM}.json", json.dumps({
         "outcome": {"code": code, "message": message}, "max_failure_rate": max_failure_rate,
         "monitor": monitor, "direction": direction, "storage": storage_url, "searched": searched,
+        "objectives": [list(o) for o in objectives],  # [[val metric, direction], ...]; [] = one objective, the monitor
         "studies": [{"name": r.name, "fixed": r.fixed, "status": r.status, "best_params": r.best_params,
                      "best_value": r.best_value, "best_number": r.best_number, "best_degenerate": r.best_degenerate,
                      "n_trials": r.n_trials, "complete": r.complete, "pruned": r.pruned,
                      "failed": r.failed, "interrupted": r.interrupted, "running": r.running, "stale": r.stale,
-                     "trials": [{"params": p, "value": v, "degenerate": d, **({"seeds": k} if k else {})}
-                                for (p, v), d, k in zip(r.trials, _flags(r), _seeds(r), strict=True)]}
+                     "trials": [{"params": p, "value": v, "degenerate": d, **({"seeds": k} if k else {}), **m}
+                                for (p, v), d, k, m in zip(r.trials, _flags(r), _seeds(r), _multi(r), strict=True)]}
                     for r in results]},
         indent=2))
     plot = _plot(results, sweep_dir / f"{SUMMARY_STEM}.png", monitor, searched)
@@ -216,7 +252,9 @@ def write_summary(studies: list[StudyRef], storage: Any, storage_url: str, sweep
         mlflow_line = "MLflow:    tracking disabled (tracking=none)"
     prefix = results[0].name.split("[")[0] if results else ""
     text = "\n".join([
-        f"Sweep result ({direction} {monitor}; best per study):", "", table, "",
+        (f"Sweep result (Pareto front of {', '.join(f'{n} ({d})' for n, d in objectives)} per study; each trial's "
+         f"best epoch by {monitor}):" if objectives else f"Sweep result ({direction} {monitor}; best per study):"),
+        "", table, "",
         f"Optuna:    {storage_url}  ({len(results)} {'study' if len(results) == 1 else 'studies'} "
         f"named '{prefix}[...]')",
         mlflow_line,
@@ -242,10 +280,13 @@ def refresh_summary(sweep_dir: Path, tracking: bool, interrupted: str | None = N
     studies = [StudyRef(s["name"], s["fixed"], s["n_trials"]) for s in recorded["studies"]]
     return write_summary(studies, storage, recorded["storage"], sweep_dir, recorded["monitor"],
                          recorded["direction"], recorded["searched"], tracking,
-                         recorded.get("max_failure_rate", 1.0), interrupted)
+                         recorded.get("max_failure_rate", 1.0), interrupted,
+                         [tuple(o) for o in recorded.get("objectives") or []])
 
 
 def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[str]) -> Path | None:
+    if any(r.objectives for r in results):
+        return _plot_pareto(results, path)
     if not searched or not any(r.trials for r in results):
         return None
     import matplotlib
@@ -266,6 +307,13 @@ def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[s
     if all(isinstance(x, (int, float)) and x > 0 for r in results for p, _ in r.trials for x in [p.get(key, 1)]):
         ax.set_xscale("log")
     ax.set(xlabel=key, ylabel=monitor, title=f"{monitor} per trial (star: best of each study)")
+    return _save(fig, ax, path)
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Finish a summary plot and write it whole (workers sharing a sweep directory each write it)."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
@@ -273,6 +321,35 @@ def _plot(results: list[StudyResult], path: Path, monitor: str, searched: list[s
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def _plot_pareto(results: list[StudyResult], path: Path) -> Path | None:
+    """The first two objectives of every trial, per study, its Pareto front joined by a line."""
+    shown = [r for r in results if r.objectives and r.trial_values]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in shown:
+        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r.fixed.items()) or r.name
+        points = ax.scatter([v[0] for v in r.trial_values], [v[1] for v in r.trial_values], alpha=0.5, label=label)
+        front = sorted(v[:2] for v, on in zip(r.trial_values, r.pareto, strict=True) if on)
+        ax.plot([v[0] for v in front], [v[1] for v in front], marker="*", markersize=12,
+                color=points.get_facecolor()[0], markeredgecolor="black")
+    ax.set(xlabel=shown[0].objectives[0], ylabel=shown[0].objectives[1],
+           title="every trial; stars joined: each study's Pareto front")
+    return _save(fig, ax, path)
+
+
+def _multi(r: StudyResult) -> list[dict[str, Any]]:
+    """Each complete trial's objective values and whether it is on the Pareto front (a multi-objective study)."""
+    if not r.objectives:
+        return [{}] * len(r.trials)
+    return [{"values": v, "pareto": on} for v, on in zip(r.trial_values, r.pareto, strict=True)]
 
 
 def _flags(r: StudyResult) -> list[str | None]:
