@@ -269,8 +269,9 @@ def mlflow_main(args: argparse.Namespace) -> list[str]:
     args.outputs.mkdir(parents=True, exist_ok=True)
     if not (args.outputs / "mlflow.db").exists():
         print(f"note: no runs yet in {args.outputs}/mlflow.db; the dashboard will show them as they are logged")
-    print(f"MLflow dashboard: http://{args.host}:{port}  (store {args.outputs}/mlflow.db; Ctrl-C to stop)",
-          flush=True)
+    print(f"MLflow dashboard: http://{args.host}:{port}  (store {args.outputs}/mlflow.db; Ctrl-C to stop)\n"
+          "  (MLflow opens experiments in its GenAI view: click 'Model training' at the top of its sidebar once; "
+          "the browser remembers it)", flush=True)
     return server_command(args.outputs, args.host, port)
 
 
