@@ -222,7 +222,15 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
     before a folder exists to leave behind; a resumed run must be resumable with this config and keeps
     its run directory and log (its new Hydra config goes to ``.hydra/resume-<time>/``); and rank 0 claims
     the run directory (``claim_run_dir``; a new run's path is pinned, so that Hydra writes where the
-    claim is), then marks the outputs folder as mlc's.
+    claim is), then marks the outputs folder as mlc's. Under torchrun, a rank > 0 given the same
+    ``hydra.run.dir`` waits for its job's rank 0 to hold that claim before Hydra writes there (else a
+    rank 1 that is quicker than rank 0 would make the folder look taken, and rank 0 would be refused).
+
+    ``trainer.nnodes > 1`` (mlc's launcher on every node): the nodes' processes run before any rank
+    exists and all name the same folder, so none of them claims it here; it must be given
+    (``hydra.run.dir``: every node must find the run, and a dated default differs per node), is only
+    checked not to be another run's, and Hydra writes nothing into it: the job's global rank 0 claims
+    it, and writes ``.hydra/`` and the log, once the rendezvous has made it rank 0 (``mlc.train``).
     """
     cfg, error, args = _compose_command_line(argv)
     if error or cfg is None:
@@ -241,12 +249,28 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
             ckpt.check_resumable(ckpt.load(resume, mmap=True), OmegaConf.to_container(task, resolve=True))
     except MlcError as err:
         return f"error: {err}", 2 if isinstance(err, ConfigError) else 1, []
-    if int(os.environ.get("RANK", "0")) > 0:
-        return None, 0, []  # under torchrun, rank 0 owns the run directory
-    resume_dir = _run_dir_of(resume) if resume else None
     explicit = any(o.split("=", 1)[0] == "hydra.run.dir" for o in args.overrides)
+    nnodes = OmegaConf.select(cfg, "trainer.nnodes") or 1
+    if nnodes > 1 and "RANK" in os.environ:
+        return (f"error: trainer.nnodes={nnodes}: is for mlc's own launcher (mlc train on every node); under "
+                f"torchrun, its --nnodes says how many nodes"), 2, []
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 owns the run directory
+        error = _await_rank_zero(Path(str(OmegaConf.select(cfg, "hydra.run.dir")))) if explicit else None
+        return (f"error: hydra.run.dir={str(OmegaConf.select(cfg, 'hydra.run.dir'))!r}: {error}", 1, []) \
+            if error else (None, 0, [])
+    resume_dir = _run_dir_of(resume) if resume else None
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))) if explicit or resume_dir is None else resume_dir
-    error = claim_run_dir(run_dir, resuming=resume_dir is not None and resume_dir == run_dir.resolve())
+    resuming = resume_dir is not None and resume_dir == run_dir.resolve()
+    if nnodes > 1:
+        if not explicit:
+            return (f"error: trainer.nnodes={nnodes}: needs hydra.run.dir=<a folder every node shares> (the "
+                    f"same on every node; a dated default differs per node)"), 2, []
+        error = run_dir_taken(run_dir, resuming) if run_dir.is_dir() else None
+        if error:
+            return f"error: hydra.run.dir={str(run_dir)!r}: {error}", 2, []
+        mark_outputs(outputs)
+        return None, 0, ["hydra.output_subdir=null", "hydra/job_logging=stdout"]  # (rank 0 writes both)
+    error = claim_run_dir(run_dir, resuming=resuming)
     if error:
         return f"error: hydra.run.dir={str(run_dir)!r}: {error}", 2, []
     mark_outputs(outputs)
@@ -259,34 +283,76 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
 
 
 RUN_OWNER = ".mlc-run"  # in every run directory; the run writing there holds a lock on it
+CLAIM_WAIT_S = 120  # how long a torchrun rank > 0 waits for its rank 0 to claim the run directory
 
 
 def claim_run_dir(run_dir: Path, resuming: bool = False) -> str | None:
     """Make ``run_dir`` this process's own before Hydra writes there, or say in one line why not: an
     exclusive ``flock`` on its ``.mlc-run``, held until the process exits, so that of two runs started at
     once exactly one gets it, and a crashed run's lock goes with it. Unless resuming, the folder must hold
-    nothing else (before and after the lock); a refused run writes nothing into it."""
+    nothing else (before and after the lock); a refused run writes nothing into it. A rank of a torchrun
+    (or ``trainer.nnodes``) job also writes which job it is, for its other ranks (``_await_rank_zero``)."""
     import fcntl
 
-    def taken() -> str | None:
-        held = [] if resuming else sorted(p.name + "/" * p.is_dir() for p in run_dir.iterdir() if p.name != RUN_OWNER)
-        return (f"refusing to overwrite another run there (it holds {', '.join(held[:4])}); choose a new directory, "
-                f"or continue that run with trainer.resume={run_dir}") if held else None
-
-    if run_dir.is_dir() and (error := taken()):
+    if run_dir.is_dir() and (error := run_dir_taken(run_dir, resuming)):
         return error
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / RUN_OWNER, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        error = taken()
+        error = run_dir_taken(run_dir, resuming)
     except BlockingIOError:
         error = "another mlc run is writing there now; choose a new directory"
     if error:
         os.close(fd)
         return error
-    os.write(fd, b"This folder is one mlc run's; the process writing it holds a lock on this file.\n")
+    os.ftruncate(fd, 0)  # (a resumed run's file held the previous job's line)
+    job = _job_of_ranks()
+    os.write(fd, b"This folder is one mlc run's; the process writing it holds a lock on this file.\n"
+             + (f"job: {job}\n".encode() if job else b""))
     return None  # (fd stays open, and the lock held, until the process exits)
+
+
+def claim_shared_run_dir(run_dir: Path, resume: object) -> str | None:
+    """``claim_run_dir`` for the global rank 0 of a ``trainer.nnodes > 1`` run, once it knows it is rank 0:
+    resuming when ``trainer.resume`` is a checkpoint of this folder."""
+    resume_dir = _run_dir_of(resume) if resume else None
+    return claim_run_dir(run_dir, resuming=resume_dir is not None and resume_dir == run_dir.resolve())
+
+
+def run_dir_taken(run_dir: Path, resuming: bool) -> str | None:
+    """Why ``run_dir`` is another run's (it holds more than the claim file), or ``None``; resuming: never."""
+    held = [] if resuming else sorted(p.name + "/" * p.is_dir() for p in run_dir.iterdir() if p.name != RUN_OWNER)
+    return (f"refusing to overwrite another run there (it holds {', '.join(held[:4])}); choose a new directory, "
+            f"or continue that run with trainer.resume={run_dir}") if held else None
+
+
+def _job_of_ranks() -> str | None:
+    """What every rank of one torchrun job, on any node, sees alike and no other job does (its rendezvous
+    id, rank 0's address and port, the restart): ``None`` outside torch's elastic launcher."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    env = os.environ
+    return (f"{env['TORCHELASTIC_RUN_ID']} {env.get('MASTER_ADDR')}:{env.get('MASTER_PORT')} "
+            f"restart {env.get('TORCHELASTIC_RESTART_COUNT', '0')}")
+
+
+def _await_rank_zero(run_dir: Path) -> str | None:
+    """A torchrun rank > 0 sharing rank 0's ``hydra.run.dir``: wait until rank 0 of the same job holds the
+    claim (its line in ``.mlc-run``) before Hydra writes there; ``None`` then, or why not after
+    ``CLAIM_WAIT_S`` (rank 0 was refused or failed; torchrun usually stops this rank before)."""
+    import time
+
+    job = _job_of_ranks()
+    if job is None:
+        return None  # (not torch's launcher: nothing to recognise rank 0's claim by)
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if f"job: {job}\n" in (run_dir / RUN_OWNER).read_text():
+                return None
+        time.sleep(0.2)
+    return f"rank 0 of this job did not claim it within {CLAIM_WAIT_S} s (see rank 0's error)"
 
 
 def mark_outputs(folder: str) -> None:

@@ -22,13 +22,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlc.config import RUN_OWNER, check_config, report_and_exit
+from mlc.config import RUN_OWNER, check_config, claim_shared_run_dir, report_and_exit
 from mlc.data.lineage import dataset_inputs, dataset_name
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import standard_callbacks
 from mlc.engine.checkpoint import check_resumable
 from mlc.engine.distributed import DistContext
-from mlc.engine.elastic import rank_logging, run_on_local_ranks
+from mlc.engine.elastic import Nodes, default_rdzv_id, rank_logging, run_on_local_ranks
 from mlc.engine.trainer import TrainData, Trainer
 from mlc.errors import CheckpointError, MlcError, TrainingInterrupted, TrialPruned, config_scope, exit_code
 from mlc.flat import flatten
@@ -78,15 +78,17 @@ def run_task(cfg: DictConfig) -> float:
     """One Hydra job (a run, or a trial of a multirun): its best value of ``trainer.monitor``. Outside a
     multirun an ``MlcError`` ends the process with one line and its code from ````mlc.errors.exit_code````; in
     a multirun it goes to the sweeper, which records the trial FAIL and goes on."""
+    nnodes = 1
     try:
-        nproc = int(cfg.trainer.get("nproc") or 1)
-        if nproc > 1 and "LOCAL_RANK" not in os.environ:  # (under torchrun the ranks already exist)
+        nproc, nnodes = int(cfg.trainer.get("nproc") or 1), int(cfg.trainer.get("nnodes") or 1)
+        if (nproc > 1 or nnodes > 1) and "LOCAL_RANK" not in os.environ:  # (under torchrun the ranks already exist)
             return train_on_ranks(cfg, nproc)
         return train(cfg)
     except MlcError as err:
         if context().multirun:
             raise
-        if getattr(err, "before_training", False) and discard_unused_run_dir(_output_dir()):
+        # Across nodes the folder is global rank 0's (it discards what it made); this node may not even hold it.
+        if getattr(err, "before_training", False) and nnodes == 1 and discard_unused_run_dir(_output_dir()):
             print(f"error: {err}", file=sys.stderr, flush=True)  # (the run's log went with its folder)
             sys.exit(exit_code(err))
         report_and_exit(err, exit_code(err))
@@ -320,27 +322,83 @@ def train_on_ranks(cfg: DictConfig, nproc: int) -> float:
     """``trainer.nproc=N``: this run (or sweep trial) as an N-process DDP job on this machine, its ranks
     started by torch's elastic launcher (gloo on CPU, NCCL on CUDA). Rank 0 keeps this job's folder and
     its one MLflow run; its best value is returned to the sweeper. The config is checked here first, so a
-    mistake is one line before any rank starts; a rank's error comes back as that error."""
+    mistake is one line before any rank starts; a rank's error comes back as that error.
+
+    ``trainer.nnodes=M``: one run of M x N ranks, this node's N among them; every node runs the same
+    command and they meet at ``trainer.rdzv_endpoint``. The global rank 0, on whichever node, claims the
+    shared ``hydra.run.dir`` and writes the run (``_claim_for_the_job``); each node returns its lowest
+    rank's value."""
     with _before_training():
-        check_config(cfg)
-    log.info("starting %d ranks (trainer.nproc=%d) through torch's elastic launcher", nproc, nproc)
+        checked = check_config(cfg)
+    settings, nodes = checked.trainer, None
+    if settings.nnodes > 1:
+        if context().multirun:
+            raise MlcError(f"trainer.nnodes={settings.nnodes}: is for one run (the same command on every node), "
+                           f"not for the trials of a sweep; use trainer.nproc for DDP trials")
+        run_dir = str(HydraConfig.get().run.dir) if HydraConfig.initialized() else str(_output_dir())
+        nodes = Nodes(settings.nnodes, str(settings.rdzv_endpoint), settings.rdzv_id or default_rdzv_id(run_dir))
+        log.info("starting %d rank(s) here, %d in all on %d nodes (trainer.nnodes=%d): rendezvous %s as %s",
+                 nproc, nproc * nodes.count, nodes.count, nodes.count, nodes.endpoint, nodes.run_id)
+    else:
+        log.info("starting %d ranks (trainer.nproc=%d) through torch's elastic launcher", nproc, nproc)
     config = OmegaConf.to_container(cfg, resolve=True)
-    return float(run_on_local_ranks(_rank_main, nproc, (config, context()), str(_output_dir())))
+    shared = _hydra_files(cfg) if nodes is not None else None
+    return float(run_on_local_ranks(_rank_main, nproc, (config, context(), shared), str(_output_dir()), nodes))
 
 
-def _rank_main(config: dict, run: RunContext) -> float:
-    """One rank of a ``trainer.nproc`` run (a process the elastic launcher spawned)."""
+def _hydra_files(cfg: DictConfig) -> dict[str, str]:
+    """What Hydra writes into ``.hydra/`` of a run, for the global rank 0 of a ``trainer.nnodes`` run to
+    write once it owns the folder (the nodes' own Hydra writes nothing there)."""
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
+            "overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task)}
+
+
+def _rank_main(config: dict, run: RunContext, shared: dict[str, str] | None = None) -> float:
+    """One rank of a ``trainer.nproc`` (or ``trainer.nnodes``) run (a process the elastic launcher spawned)."""
     global _CONTEXT
     _CONTEXT = run
-    rank_logging(Path(run.output_dir) / f"{run.job_name}.log", int(os.environ.get("RANK", "0")))
-    cfg = OmegaConf.create(config)
-    return train(cfg)
+    if shared is None:
+        rank_logging(Path(run.output_dir) / f"{run.job_name}.log", int(os.environ.get("RANK", "0")))
+        return train(OmegaConf.create(config))
+    dist = _claim_for_the_job(config, run, shared)
+    try:
+        return train(OmegaConf.create(config))
+    except MlcError as err:
+        if dist.is_main and getattr(err, "before_training", False):
+            discard_unused_run_dir(Path(run.output_dir))  # this job's own files, and only if nothing else
+        raise
+
+
+def _claim_for_the_job(config: dict, run: RunContext, hydra_files: dict[str, str]) -> DistContext:
+    """The global rank 0 of a ``trainer.nnodes`` run claims the shared run directory (``claim_run_dir``: a
+    second, unrelated run there is refused as ever), writes ``.hydra/`` and opens the log; every rank hears
+    the outcome, so that a refusal is the same one line from every node, not a rank waiting for rank 0.
+    The process group started here is the one ``train`` uses."""
+    dist = DistContext.from_env(config["trainer"]["device"])
+    run_dir = Path(run.output_dir)
+    error = claim_shared_run_dir(run_dir, config["trainer"].get("resume")) if dist.is_main else None
+    error = dist.broadcast_object(error)
+    if error:
+        dist.close()
+        refused = MlcError(f"hydra.run.dir={run.output_dir!r}: {error}")
+        refused.before_training = True  # (and nothing of this job's was written there)
+        raise refused
+    if dist.is_main:
+        run.output_subdir = ".hydra"
+        for name, text in hydra_files.items():
+            (run_dir / ".hydra").mkdir(exist_ok=True)
+            (run_dir / ".hydra" / name).write_text(text)
+    rank_logging(run_dir / f"{run.job_name}.log", dist.rank)
+    return dist
 
 
 def discard_unused_run_dir(run_dir: Path) -> bool:
     """Remove the folder made for a run that was refused before training: only its own files (``.hydra/``,
     the job log, the claim ``.mlc-run``) and only if that is all it holds; then empty date folders above it."""
-    if not run_dir.is_dir() or run_dir.is_symlink() or not HydraConfig.initialized():
+    if not run_dir.is_dir() or run_dir.is_symlink() or not (HydraConfig.initialized() or _CONTEXT is not None):
         return False
     run = context()
     if any(p.name not in {run.output_subdir, f"{run.job_name}.log", RUN_OWNER} for p in run_dir.iterdir()):

@@ -16,13 +16,28 @@ Three things the bare launcher does not give a sweep, and how they are handled:
   trainer finishes its step, every rank agrees to stop, ``last.pt`` is written, and the launcher
   waits for them (``shutdown_timeout``) before raising here.
 - **Nothing is left behind**: the launcher ends every rank when one fails or when it is signalled.
+
+With ``trainer.nnodes > 1`` every node runs the same command and this launcher meets the others at the
+c10d rendezvous ``trainer.rdzv_endpoint``, ``trainer.nproc`` ranks here; each node gets the value of
+its lowest global rank (rank 0's on the node holding it). A lost peer is one line, not torch's blocks:
+a rank whose connection to another rank breaks (that process or its node is gone) exits with
+``EXIT_PEER_LOST`` instead of a traceback, the rendezvous store's failure (its node is gone) is caught
+here, and both become ``node lost: ...; resume with trainer.resume=...``. A peer killed outright is
+noticed in seconds (its sockets close); a node cut off the network without closing them only when a
+collective times out (the process group's timeout).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import re
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +46,25 @@ from typing import Any
 from mlc.errors import EXIT_INTERRUPTED, MlcError, TrainingInterrupted
 
 SHUTDOWN_TIMEOUT_S = 120  # a signalled rank's time to finish its step and write last.pt
+EXIT_PEER_LOST = 75  # a rank's exit code when its connection to another rank broke (mlc's own, not torch's)
+# What gloo, NCCL and the c10d store say when the other end of a connection is gone (or silent for too long).
+LOST_CONTACT = re.compile(r"Connection (reset|closed) by peer|Broken pipe|Timed out waiting|Socket Timeout|"
+                          r"communicator was aborted|ncclRemoteError|remote process exited")
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Where the nodes of one ``trainer.nnodes > 1`` run meet; every node passes the same values."""
+
+    count: int
+    endpoint: str  # host:port of the c10d rendezvous (the node that binds it hosts the store)
+    run_id: str  # the job's name there: nodes with another id do not join this run
+
+
+def default_rdzv_id(run_dir: str) -> str:
+    """A rendezvous id every node of a run derives alike from the ``hydra.run.dir`` it was given (a folder
+    they share): two runs into different folders never join each other at the same endpoint."""
+    return "mlc-" + hashlib.sha256(run_dir.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -55,39 +89,78 @@ def _guarded(fn, *args: Any) -> Any:
         os._exit(EXIT_INTERRUPTED)
     except MlcError as err:
         return RankFailure(err)
+    except Exception as err:
+        if not _lost_contact(err):
+            raise
+        # Another rank (or its whole node) is gone: the reason goes to the launcher's error file, and the
+        # exit code says what happened; a traceback would only repeat torch's socket error in 20 lines.
+        with contextlib.suppress(OSError, KeyError):
+            with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as fh:
+                json.dump({"message": _short(err), "timestamp": int(time.time())}, fh)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(EXIT_PEER_LOST)
 
 
-def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str) -> Any:
-    """``fn(*args)`` on ``nproc`` ranks of this machine; rank 0's return value, or its (or the first) error."""
+def _lost_contact(err: BaseException) -> bool:
+    """Whether ``err`` says that a connection to another rank (or to the rendezvous store) broke."""
+    import torch.distributed as dist
+
+    return isinstance(err, (dist.DistNetworkError, dist.DistStoreError)) or (
+        isinstance(err, RuntimeError) and LOST_CONTACT.search(str(err)) is not None)
+
+
+def _short(err: BaseException) -> str:
+    """torch's socket error in a few words: 'Read error [10.0.0.2]:41234: Connection reset by peer'."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", text)  # the C++ source location
+    return text.split(". ")[0].rstrip(".")
+
+
+def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str, nodes: Nodes | None = None) -> Any:
+    """``fn(*args)`` on ``nproc`` ranks of this machine (with ``nodes``: of each of its nodes); the value of
+    this node's lowest global rank (rank 0's here), or its (or the first) error."""
     import shutil
     import tempfile
 
     from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    count = nodes.count if nodes is not None else 1
+    world = count * int(nproc)
+    resume = f"resume with trainer.resume={Path(log_dir) / 'checkpoints' / 'last.pt'}"
     logs = tempfile.mkdtemp(prefix="mlc-elastic-")  # the launcher's per-rank error files; removed if empty
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=f"mlc-{uuid.uuid4().hex[:8]}",
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
-                          start_method="spawn", shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-                          logs_specs=DefaultLogsSpecs(log_dir=logs))
-    _quiet_launcher()
+    where = dict(rdzv_endpoint=nodes.endpoint, run_id=nodes.run_id) if nodes is not None else \
+        dict(rdzv_endpoint="127.0.0.1:0", run_id=f"mlc-{uuid.uuid4().hex[:8]}")
+    config = LaunchConfig(min_nodes=count, max_nodes=count, nproc_per_node=int(nproc), rdzv_backend="c10d",
+                          max_restarts=0, monitor_interval=0.2, start_method="spawn",
+                          shutdown_timeout=SHUTDOWN_TIMEOUT_S, logs_specs=DefaultLogsSpecs(log_dir=logs), **where)
+    _quiet_launcher(critical_only=nodes is not None)
     try:
-        results = elastic_launch(config, _guarded)(fn, *args)
+        with _without_store_noise() if nodes is not None else contextlib.nullcontext():
+            results = elastic_launch(config, _guarded)(fn, *args)
     except ChildFailedError as err:
-        rank, failure = min(err.failures.items())
+        failures = sorted(err.failures.items())
+        causes = [(r, f) for r, f in failures if f.exitcode != EXIT_PEER_LOST] or failures  # the root cause first
+        rank, failure = causes[0]
         if failure.exitcode == EXIT_INTERRUPTED:  # a rank was signalled directly (not through this process)
-            raise TrainingInterrupted(f"interrupted (rank {rank} of {nproc} stopped by a signal); resume with "
-                                      f"trainer.resume={Path(log_dir) / 'checkpoints' / 'last.pt'}") from None
+            raise TrainingInterrupted(f"interrupted (rank {rank} of {world} stopped by a signal); {resume}") from None
         text = failure.message if isinstance(failure.message, str) else str(failure.message)
         if isinstance(failure.message, dict):  # the rank's error record: {"message": ..., "extraInfo": ...}
             text = str(failure.message.get("message", failure.message))
-        raise MlcError(f"rank {rank} of {nproc} failed (exit code {failure.exitcode}): "
-                       f"{text.strip().splitlines()[-1] if text.strip() else 'see its log'}") from None
+        text = text.strip().splitlines()[-1] if text.strip() else "see its log"
+        if failure.exitcode == EXIT_PEER_LOST:
+            lost = "node lost" if count > 1 else "rank lost"
+            raise MlcError(f"{lost}: rank {rank} of {world} lost its connection to another rank ({text}); "
+                           f"{_resume_hint(log_dir)}") from None
+        raise MlcError(f"rank {rank} of {world} failed (exit code {failure.exitcode}): {text}") from None
+    except RendezvousError as err:  # (only with nodes: one machine's rendezvous cannot lose its store)
+        raise MlcError(_rendezvous_failed(err, config.rdzv_endpoint, count, _resume_hint(log_dir))) from None
     except Exception as err:  # the launcher's SignalException: Ctrl-C or SIGTERM during the run
         if type(err).__name__ == "SignalException":  # (torch's private class; its name is its public contract)
-            raise TrainingInterrupted(f"interrupted ({err}) with {nproc} ranks; resume with trainer.resume="
-                                      f"{Path(log_dir) / 'checkpoints' / 'last.pt'}") from None
+            raise TrainingInterrupted(f"interrupted ({err}) with {world} ranks; {resume}") from None
         raise
     finally:
         if not any(p.is_file() for p in Path(logs).rglob("*")):
@@ -95,7 +168,26 @@ def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str) -> Any:
     failures = sorted((rank, r) for rank, r in results.items() if isinstance(r, RankFailure))
     if failures:
         raise failures[0][1].error
-    return results[0]
+    return results[min(results)]
+
+
+def _resume_hint(log_dir: str) -> str:
+    """How to go on after a lost node: from ``last.pt`` if an epoch (or a step checkpoint) wrote one."""
+    last = Path(log_dir) / "checkpoints" / "last.pt"
+    return f"resume with trainer.resume={last}" if last.is_file() else "no checkpoint yet: start the run again"
+
+
+def _rendezvous_failed(err: Exception, endpoint: str, count: int, resume: str) -> str:
+    """The launcher's rendezvous error as what it means for this run, in one line."""
+    from torch.distributed.elastic.rendezvous.api import RendezvousClosedError, RendezvousTimeoutError
+
+    reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    what = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+    if isinstance(err, RendezvousTimeoutError):
+        return f"rendezvous at {endpoint} timed out: not all {count} nodes joined ({what})"
+    if isinstance(err, RendezvousClosedError):
+        return f"the rendezvous at {endpoint} was closed: another node ended this run ({what}); {resume}"
+    return f"node lost: the rendezvous store at {endpoint} is gone or out of reach ({what}); {resume}"
 
 
 def rank_logging(log_file: Path, rank: int) -> None:
@@ -115,7 +207,47 @@ def rank_logging(log_file: Path, rank: int) -> None:
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def _quiet_launcher() -> None:
-    """The launcher logs its rendezvous and worker bookkeeping at INFO; mlc's own lines say what matters."""
+def _quiet_launcher(critical_only: bool = False) -> None:
+    """The launcher logs its rendezvous and worker bookkeeping at INFO; mlc's own lines say what matters.
+    Across nodes also its warnings and errors: a lost node makes it log the failed keep-alive, the failed
+    exit barrier and the failed worker, each a block of lines, before the error this module turns into one."""
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.CRITICAL if critical_only else logging.WARNING)
+
+
+C10D_STORE_LOG = re.compile(r"^\[[WE]\d{4} [\d:.]+ (TCPStore|socket)\.cpp:\d+\] ")  # torch's C++ store client
+C10D_STORE_LOG_TAIL = re.compile(r"^(Exception raised from |frame #\d+: |<omitting python frames>|\s*$)")
+
+
+@contextlib.contextmanager
+def _without_store_noise():
+    """This process's stderr (and its ranks', who inherit it) through a filter that drops the c10d store
+    client's C++ warnings: when the node hosting the store is gone, each failed call of the launcher prints
+    one with a dump of C++ frames, and torch reads ``TORCH_CPP_LOG_LEVEL`` only when it is imported, long
+    before this. Every other line passes, as it comes."""
+    sys.stderr.flush()
+    saved = os.dup(2)  # the real stderr (not inherited by the ranks)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    copier = threading.Thread(target=_copy_without_store_noise, args=(read_end, saved), daemon=True)
+    copier.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer here; it ends when the ranks (who hold it too) are gone
+        copier.join(timeout=5)
+        if not copier.is_alive():
+            os.close(saved)
+
+
+def _copy_without_store_noise(read_end: int, out: int) -> None:
+    dropping = False
+    with open(read_end, "rb") as pipe:
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode(errors="replace")
+            dropping = bool(C10D_STORE_LOG.match(line) or (dropping and C10D_STORE_LOG_TAIL.match(line)))
+            if not dropping:
+                with contextlib.suppress(OSError):
+                    os.write(out, raw)

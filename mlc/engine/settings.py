@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,10 @@ class TrainerSettings:
     log_every_n_steps: int = 50
     tune_thresholds: str | None = "f1"
     save_scores: bool = True
-    nproc: int = 1
+    nproc: int = 1  # ranks per node
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None  # host:port of the c10d rendezvous, the same on every node (nnodes > 1)
+    rdzv_id: str | None = None  # the job's name at that endpoint; null: derived from hydra.run.dir
     accumulate_grad_batches: int = 1
     checkpoint_every_n_steps: int = 0
     ema_decay: float | None = None
@@ -80,6 +84,7 @@ class TrainerSettings:
         require(_int(self.nproc) and self.nproc >= 1, "nproc", self.nproc, "must be an integer >= 1")
         require(self.nproc == 1 or self.device != "cuda" or torch.cuda.device_count() >= self.nproc, "nproc",
                 self.nproc, f"needs that many GPUs ({torch.cuda.device_count()} visible)")
+        self._check_nodes()
         require(_int(self.accumulate_grad_batches) and self.accumulate_grad_batches >= 1, "accumulate_grad_batches",
                 self.accumulate_grad_batches, "must be an integer >= 1")
         require(_int(self.checkpoint_every_n_steps) and self.checkpoint_every_n_steps >= 0,
@@ -87,6 +92,27 @@ class TrainerSettings:
                 "must be an integer >= 0 (0: checkpoints at the end of each epoch only)")
         require(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision", self.matmul_precision,
                 f"must be one of {', '.join(MATMUL_PRECISIONS)}")
+
+    def _check_nodes(self) -> None:
+        """``trainer.nnodes > 1``: every node runs the same command and meets the others at one rendezvous
+        endpoint; a missing or malformed endpoint would only show as a rendezvous that never completes."""
+        require(_int(self.nnodes) and self.nnodes >= 1, "nnodes", self.nnodes, "must be an integer >= 1")
+        if self.nnodes == 1:
+            for name in ("rdzv_endpoint", "rdzv_id"):
+                require(getattr(self, name) is None, name, getattr(self, name),
+                        "is only used with trainer.nnodes > 1 (one node: its ranks meet on 127.0.0.1); drop it")
+            return
+        require(self.rdzv_endpoint is not None, "rdzv_endpoint", None, f"trainer.nnodes={self.nnodes} needs "
+                "<host>:<port> of the rendezvous (a node every node reaches; the same on every node)")
+        host, _, port = str(self.rdzv_endpoint).rpartition(":")
+        require(isinstance(self.rdzv_endpoint, str) and bool(host.strip("[]")) and port.isdigit()
+                and 1 <= int(port) <= 65535, "rdzv_endpoint", self.rdzv_endpoint,
+                "must be <host>:<port>, e.g. node0:29400 (port 1-65535)")
+        if self.rdzv_id is not None:
+            self.rdzv_id = str(self.rdzv_id) if _int(self.rdzv_id) else self.rdzv_id
+            require(isinstance(self.rdzv_id, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", self.rdzv_id)
+                    is not None, "rdzv_id", self.rdzv_id,
+                    "must be letters, digits, '_', '.' or '-' (at most 100), or null (derived from hydra.run.dir)")
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
