@@ -43,9 +43,11 @@ def test_every_preset_has_its_config_and_every_config_its_preset():
 def test_each_preset_composes_with_its_own_experiment_and_a_grid(name):
     cfg = compose_config([f"experiment={name}"], hydra=True)
     assert cfg.tracking.experiment == name  # mlc reproduce reports from that MLflow experiment
-    if presets()[name].reseed:  # a search per grid point, then its best over three or more fresh seeds
-        assert cfg.hydra.sweeper.params and cfg.hydra.sweeper.n_trials >= 6 and len(presets()[name].reseed) >= 3
-        assert 0 not in presets()[name].reseed  # seed 0 ran the search: the re-runs are fresh seeds
+    if presets()[name].reseed:  # a search per grid point, each trial over K seeds, then its best over fresh seeds
+        sweeper, reseed = cfg.hydra.sweeper, presets()[name].reseed
+        assert sweeper.params and sweeper.n_trials * sweeper.seeds_per_trial >= 6 and len(reseed) >= 2
+        searched = set(range(cfg.seed, cfg.seed + sweeper.seeds_per_trial))
+        assert searched.isdisjoint(reseed)  # the search's seeds ran it: the re-runs are fresh seeds
     else:
         assert cfg.hydra.sweeper.n_trials == 1 and list(cfg.hydra.sweeper.study_grid.seed) == [0, 1, 2]
     assert plan_sweep(cfg).studies  # every phase composes too (the planner composes each phase's config)
