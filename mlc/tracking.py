@@ -99,6 +99,15 @@ class NullTracker:
     def end(self, status: str = "FINISHED", error: str | None = None) -> None: ...
 
 
+DATASET_ATTEMPTS = 5  # log_datasets' tries when another process created the same dataset at the same moment
+
+
+def _duplicate_key(err: BaseException) -> bool:
+    """Whether the store refused a row another process inserted first (SQLite, PostgreSQL and MySQL words)."""
+    text = str(err).lower()
+    return any(w in text for w in ("unique constraint", "duplicate key", "duplicate entry", "integrityerror"))
+
+
 class TrackingError(MlcError):
     """The MLflow store failed during a run (a full disk, a server gone): one line, not MLflow's traceback."""
 
@@ -250,10 +259,21 @@ class MLflowTracker:
         the split as MLflow's ``mlflow.data.context`` tag (``mlc.data.lineage``)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        self.client.log_inputs(self.run_id, datasets=[
-            DatasetInput(Dataset(name=name, digest=digest, source_type="mlc", source=json.dumps({"split": split}),
-                                 profile=profile), tags=[InputTag("mlflow.data.context", split)])
-            for name, digest, profile, split in inputs])
+        datasets = [DatasetInput(Dataset(name=name, digest=digest, source_type="mlc",
+                                         source=json.dumps({"split": split}), profile=profile),
+                                 tags=[InputTag("mlflow.data.context", split)])
+                    for name, digest, profile, split in inputs]
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=datasets)
+                return
+            except Exception as err:
+                # MLflow finds-or-creates a dataset in one transaction: two runs logging the same split at
+                # once (two sweep workers, same data seed) both create it and the later one hits the store's
+                # unique key. Its transaction is rolled back whole; the next attempt finds the dataset.
+                if attempt + 1 == DATASET_ATTEMPTS or not _duplicate_key(err):
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     @_store_call
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:

@@ -35,3 +35,48 @@ def test_the_name_says_the_dataset_and_its_controls_and_the_profile_its_counts()
     stats = datasets["train"].stats()
     assert profile == {"instances": 120, "negatives": stats.negative_count, "negative_ratio": 0.5,
                        "class_counts": dict(zip(stats.class_names, stats.class_counts, strict=True))}
+
+
+def _log_the_same_split(store: str, artifacts: str, barrier, errors) -> None:
+    """One process of the race below: its own run, then the shared split's dataset at the barrier."""
+    from mlc.tracking import MLflowTracker, TrackingSettings
+
+    try:
+        tracker = MLflowTracker(TrackingSettings(tracking_uri=store, artifact_root=artifacts, system_metrics=False))
+        tracker.start(run_name="racer")
+        barrier.wait(timeout=60)
+        tracker.log_datasets([("digits neg=0.5", "0123456789abcdef", '{"instances": 10}', "val")])
+        tracker.end("FINISHED")
+    except Exception as err:  # reported to the test, which names it
+        errors.put(f"{type(err).__name__}: {err}")
+
+
+def test_runs_logging_the_same_split_at_once_all_get_it(tmp_path):
+    """Two sweep workers with the same data seed log the same val/test split at the same moment: MLflow
+    finds-or-creates the dataset in one transaction, and the later one hit the store's unique key (seen in
+    a recording: the trial failed). Each process's run must end with the dataset, stored once."""
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    from mlc.tracking import MLflowTracker, TrackingSettings
+
+    store, artifacts = f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "mlartifacts")
+    first = MLflowTracker(TrackingSettings(tracking_uri=store, artifact_root=artifacts, system_metrics=False))
+    first.start(run_name="schema")  # the store's tables exist before the race
+    first.end("FINISHED")
+    ctx = multiprocessing.get_context("fork")
+    n = 6
+    barrier, errors = ctx.Barrier(n), ctx.Queue()
+    racers = [ctx.Process(target=_log_the_same_split, args=(store, artifacts, barrier, errors)) for _ in range(n)]
+    for p in racers:
+        p.start()
+    for p in racers:
+        p.join(timeout=120)
+    failed = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    assert not failed, failed
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("mlc")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "racer"]
+    assert len(runs) == n and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+    assert {r.inputs.dataset_inputs[0].dataset.digest for r in runs} == {"0123456789abcdef"}
