@@ -260,7 +260,7 @@ def check_before_hydra(argv: list[str]) -> tuple[str | None, int, list[str]]:
             if error else (None, 0, [])
     resume_dir = _run_dir_of(resume) if resume else None
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))) if explicit or resume_dir is None else resume_dir
-    resuming = resume_dir is not None and resume_dir == run_dir.resolve()
+    resuming = resumes(run_dir, resume)
     if nnodes > 1:
         if not explicit:
             return (f"error: trainer.nnodes={nnodes}: needs hydra.run.dir=<a folder every node shares> (the "
@@ -313,11 +313,10 @@ def claim_run_dir(run_dir: Path, resuming: bool = False) -> str | None:
     return None  # (fd stays open, and the lock held, until the process exits)
 
 
-def claim_shared_run_dir(run_dir: Path, resume: object) -> str | None:
-    """``claim_run_dir`` for the global rank 0 of a ``trainer.nnodes > 1`` run, once it knows it is rank 0:
-    resuming when ``trainer.resume`` is a checkpoint of this folder."""
+def resumes(run_dir: Path, resume: object) -> bool:
+    """Whether ``trainer.resume`` (a checkpoint or run folder, or nothing) continues the run in ``run_dir``."""
     resume_dir = _run_dir_of(resume) if resume else None
-    return claim_run_dir(run_dir, resuming=resume_dir is not None and resume_dir == run_dir.resolve())
+    return resume_dir is not None and resume_dir == run_dir.resolve()
 
 
 def run_dir_taken(run_dir: Path, resuming: bool) -> str | None:

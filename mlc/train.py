@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mlc.config import RUN_OWNER, check_config, claim_shared_run_dir, report_and_exit
+from mlc.config import RUN_OWNER, check_config, claim_run_dir, report_and_exit, resumes
 from mlc.data.lineage import dataset_inputs, dataset_name
 from mlc.engine import checkpoint as ckpt
 from mlc.engine.callbacks import standard_callbacks
@@ -379,7 +379,8 @@ def _claim_for_the_job(config: dict, run: RunContext, hydra_files: dict[str, str
     The process group started here is the one ``train`` uses."""
     dist = DistContext.from_env(config["trainer"]["device"])
     run_dir = Path(run.output_dir)
-    error = claim_shared_run_dir(run_dir, config["trainer"].get("resume")) if dist.is_main else None
+    resuming = resumes(run_dir, config["trainer"].get("resume"))
+    error = claim_run_dir(run_dir, resuming=resuming) if dist.is_main else None
     error = dist.broadcast_object(error)
     if error:
         dist.close()
@@ -388,8 +389,8 @@ def _claim_for_the_job(config: dict, run: RunContext, hydra_files: dict[str, str
         raise refused
     if dist.is_main:
         run.output_subdir = ".hydra"
+        (run_dir / ".hydra").mkdir(exist_ok=True)
         for name, text in hydra_files.items():
-            (run_dir / ".hydra").mkdir(exist_ok=True)
             (run_dir / ".hydra" / name).write_text(text)
     rank_logging(run_dir / f"{run.job_name}.log", dist.rank)
     return dist
