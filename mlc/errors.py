@@ -67,7 +67,14 @@ class DataError(MlcError):
 
 
 class TrainingInterrupted(MlcError):
-    """Training stopped on SIGINT/SIGTERM after saving ``last.pt``; the message says how to resume."""
+    """Training stopped on SIGINT/SIGTERM/SIGUSR2 after saving ``last.pt``; the message says how to resume.
+
+    Where the trainer knows them, ``signal`` names the signal and ``checkpoint`` is that ``last.pt``: a SLURM
+    trial stopped by the warning signal before its time limit (SIGUSR2) is requeued from it, not failed
+    (``hydra_plugins.mlc_sweepers.slurm``)."""
+
+    signal: str | None = None
+    checkpoint: str | None = None
 
 
 class TrialPruned(MlcError):

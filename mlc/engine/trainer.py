@@ -7,7 +7,7 @@ What it guarantees, and how:
   right after a passing check, and never from non-finite weights (``callbacks.Checkpointer``).
 - **Exact resume.** The train order is a permutation seeded by (seed, epoch), independent of the
   global RNG; a checkpoint records the epoch, the batch within it, every rank's RNG states and the
-  EMA, so a run interrupted at a health check (Ctrl-C / SIGTERM are acted on there; at once in a
+  EMA, so a run interrupted at a health check (Ctrl-C / SIGTERM / SIGUSR2 are acted on there; at once in a
   single process) or checkpointed mid-epoch (``trainer.checkpoint_every_n_steps``) and resumed ends
   with the same weights and metrics as one that never stopped. Not bit-exact under ``trainer.compile``
   (kernels may be re-generated) or ``cudnn_benchmark`` on CUDA (algorithm choice can vary per run).
@@ -357,9 +357,11 @@ class Trainer:
 
     def _interrupt(self) -> None:
         self._call("on_interrupt")
-        raise TrainingInterrupted(
+        err = TrainingInterrupted(
             f"interrupted ({self._stop_signal or 'signal on another rank'}) at epoch {self.epoch + 1}, step "
             f"{self.step_in_epoch}; resume with trainer.resume={self.ckpt_dir / 'last.pt'}")
+        err.signal, err.checkpoint = self._stop_signal, str(self.ckpt_dir / "last.pt")  # (for a SLURM requeue)
+        raise err
 
     def _end_epoch(self, epoch: int, train_seconds: float, seen_now: int) -> None:
         scored = self.score("val")
@@ -421,8 +423,10 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.s.autocast_dtype)
 
     def _install_signal_handlers(self) -> dict:
-        """First Ctrl-C/SIGTERM: stop at the next health check (single process: after this step), save
-        ``last``. A second one: stop at once."""
+        """First Ctrl-C/SIGTERM/SIGUSR2: stop at the next health check (single process: after this step), save
+        ``last``. A second one: stop at once. SIGUSR2 is SLURM's warning before a job's time limit or its
+        preemption (``sbatch --signal=USR2@<s>``: submitit's ``signal_delay_s``); its default action would kill
+        the process without a checkpoint, and a trial stopped by it is requeued from ``last``."""
         def request_stop(signum, _frame):
             if self._stop_signal is not None:
                 raise KeyboardInterrupt
@@ -431,7 +435,7 @@ class Trainer:
                 log.warning("%s received: stopping after this step (again to abort at once)", self._stop_signal)
 
         previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 previous[sig] = signal.signal(sig, request_stop)
         return previous
