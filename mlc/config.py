@@ -107,6 +107,11 @@ class Experiment:
                               max_epochs=self.trainer.max_epochs)
 
 
+# The models mlc registers in timm itself (``mlc.models``): known to exist without importing timm, so that a
+# config mistake in a run of the default backbone is reported before timm's ~3 s import (tests/test_models.py).
+OWN_MODELS = ("mlc_cnn_small",)
+
+
 @dataclass(frozen=True)
 class _PlaceholderStats:
     """Training statistics for the config check: one instance of each class and one negative. The
@@ -131,11 +136,13 @@ def compose_experiment(cfg: DictConfig, tracking: bool = True) -> Experiment:
     trainer = build(cfg.trainer, "trainer")
     tracking_settings = build(cfg.tracking, "tracking") if tracking else None
     dataset = build(cfg.dataset, "dataset")
-    from mlc.models import check_backbone  # deferred: loads timm (~3 s); composing a config alone needs none of it
-
     with config_scope("backbone"):
         require("name" in cfg.backbone, "name", None, "a backbone config needs a timm model name")
-        check_backbone(cfg.backbone.name, bool(cfg.backbone.get("pretrained", False)), cfg.backbone.get("weights_file"))
+        pretrained = bool(cfg.backbone.get("pretrained", False))
+        if cfg.backbone.name not in OWN_MODELS or pretrained:
+            from mlc.models import check_backbone  # deferred: loads timm (~3 s, torchvision and dynamo with it)
+
+            check_backbone(cfg.backbone.name, pretrained, cfg.backbone.get("weights_file"))
     num_classes = len(dataset.class_names)
     make_order = build(cfg.sampler, "sampler")
     with config_scope("sampler"):  # the order's own checks (per_class, ...) run when it sees targets

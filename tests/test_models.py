@@ -44,6 +44,26 @@ def test_unknown_backbone_suggests_close_names():
     assert err.value.key == "name"
 
 
+
+def test_the_models_the_config_check_knows_without_timm_are_the_ones_mlc_registers():
+    from mlc.config import OWN_MODELS
+
+    assert sorted(OWN_MODELS) == timm.list_models("mlc_*"), "keep mlc.config.OWN_MODELS in step with mlc.models"
+    assert all(timm.is_model(name) for name in OWN_MODELS)
+
+
+def test_a_config_mistake_in_a_run_of_mlcs_own_model_is_found_before_timm_is_imported():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys\nfrom mlc.config import check_config\nfrom mlc.errors import ConfigError\n"
+            "from tests.conftest import compose\ntry:\n    check_config(compose(['loss.lam=-0.1']))\n"
+            "except ConfigError as err:\n    print(err.key, 'timm' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["loss.lam", "False"], out.stderr[-2000:]
+
 @pytest.mark.slow
 @pytest.mark.parametrize("option,size", [("cnn_wide", 32), ("resnet18", 64), ("tresnet_l", 224), ("vit_b16", 224),
                                          ("maxvit_s", 224)])
