@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# One torch (OpenMP) thread per process, for the test processes and every process they start (inherited): the
+# suite runs two test processes on 2 cores, each often with a CLI run, DDP ranks or sweep workers beside it,
+# and there a second thread per process mostly spins (up to half the CPU of a small run). No test depends on
+# the thread count; a value set by the caller is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 # A small digits configuration: a whole epoch takes well under a second on 2 CPU cores.
 SMALL = ["dataset.train_size=256", "dataset.val_size=128", "dataset.test_size=128", "trainer.batch_size=32"]

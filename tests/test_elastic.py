@@ -59,8 +59,9 @@ def test_a_sweep_trial_with_two_ranks_returns_rank_zeros_metric_under_one_run(ou
 def test_ctrl_c_stops_every_rank_after_saving_and_a_ranks_error_is_one_line(outputs, data_cache):
     cmd = [sys.executable, "-m", "mlc.cli.train", "trainer.nproc=2", "trainer.max_epochs=200", *SMALL,
            f"paths.cache={data_cache}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # its own process group, as in a terminal
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(outputs), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group, as in a terminal
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -87,3 +88,19 @@ def test_ctrl_c_stops_every_rank_after_saving_and_a_ranks_error_is_one_line(outp
     assert lines[-1].startswith("error: loss 'role' keeps per-instance state that DDP would not keep in sync"), \
         failed.stderr[-3000:]
     assert sorted(outputs.glob("runs/*/*")) == before  # refused before training: no run folder left
+
+
+@pytest.mark.parametrize("chosen", [None, "3"])
+def test_ranks_share_the_cores_unless_the_user_chose_a_thread_count(monkeypatch, chosen):
+    import os
+
+    from mlc.engine.elastic import _threads_per_rank
+
+    if chosen is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", chosen)
+    with _threads_per_rank(2):  # what the spawned ranks inherit
+        inside = os.environ.get("OMP_NUM_THREADS")
+    assert inside == (chosen or str(max(1, len(os.sched_getaffinity(0)) // 2)))
+    assert os.environ.get("OMP_NUM_THREADS") == chosen  # put back as it was

@@ -38,9 +38,11 @@ def test_a_failing_check_fails_the_command(monkeypatch, capsys):
         raise RuntimeError("NCCL error: unhandled system error")
 
     monkeypatch.setattr(gpu_check, "check_ddp", broken)
+    # Only the broken check runs (fp16 skips itself on CPU): the others are the test above's.
     code = main(["--tiny", "--skip", "compile", "--skip", "throughput", "--skip", "fused", "--skip", "bf16",
-                 "--skip", "channels"])
+                 "--skip", "channels", "--skip", "no per-step"])
     assert code == 1
     captured = capsys.readouterr()
     assert "1-process DDP (gloo): FAIL (RuntimeError: NCCL error: unhandled system error)" in captured.out
+    assert "no per-step host sync: SKIP (--skip no per-step)" in captured.out
     assert "error: gpu-check: 1 check(s) failed: 1-process DDP (gloo)" in captured.err

@@ -25,6 +25,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mlc.cli.evaluate import evaluate_checkpoint
+from mlc.cli.train import main as train_main
 from mlc.config import RUN_OWNER
 from mlc.engine import TrainerSettings
 from mlc.errors import ConfigError
@@ -169,7 +170,8 @@ def test_the_readme_recipe_trains_one_run_whose_metrics_equal_one_process(tmp_pa
 
 
 @pytest.mark.slow
-def test_mlc_train_on_two_nodes_refuses_a_held_folder_trains_and_resumes_on_one(tmp_path, outputs, data_cache):
+def test_mlc_train_on_two_nodes_refuses_a_held_folder_trains_and_resumes_on_one(tmp_path, outputs, data_cache,
+                                                                              monkeypatch, capsys):
     run_dir = tmp_path / "shared" / "run"
 
     def on_each_node(port: int, *extra: str) -> list[tuple[int, str, str]]:
@@ -207,13 +209,20 @@ def test_mlc_train_on_two_nodes_refuses_a_held_folder_trains_and_resumes_on_one(
     assert "epoch 1/1" in (run_dir / "train.log").read_text()
     (run,) = mlflow_runs(outputs)
     assert run.info.status == "FINISHED" and run.data.tags["mlc.world_size"] == "2"
-    # A second, unrelated run in that folder is refused (as a plain run, and as another 2-node run).
-    again = run_cli([f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *SMALL], outputs, data_cache)
-    assert again.returncode == 2 and "refusing to overwrite another run there" in again.stderr
-    alone = run_cli(["trainer.nnodes=2", f"trainer.rdzv_endpoint=127.0.0.1:{free_port()}", f"hydra.run.dir={run_dir}",
-                     *SMALL], outputs, data_cache)
-    assert alone.returncode == 2 and alone.stderr.strip().splitlines()[-1].startswith(
-        f"error: hydra.run.dir={str(run_dir)!r}: refusing to overwrite another run there"), alone.stderr
+    files = set(run_dir.iterdir())
+    # A second, unrelated run in that folder is refused (as a plain run, and as another 2-node run), before
+    # Hydra or any rank: ``mlc.cli.train.main`` (what ``python -m mlc.cli.train`` exits with) run here, not in
+    # a new process (a refusal there is this same call; a process only adds its start-up).
+    monkeypatch.setenv("MLC_OUTPUTS", str(outputs))
+    again = train_main([f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *SMALL, f"paths.cache={data_cache}"])
+    err = capsys.readouterr().err
+    assert again == 2 and "refusing to overwrite another run there" in err, err
+    alone = train_main(["trainer.nnodes=2", f"trainer.rdzv_endpoint=127.0.0.1:{free_port()}",
+                        f"hydra.run.dir={run_dir}", *SMALL, f"paths.cache={data_cache}"])
+    err = capsys.readouterr().err
+    assert alone == 2 and err.strip().splitlines()[-1].startswith(
+        f"error: hydra.run.dir={str(run_dir)!r}: refusing to overwrite another run there"), err
+    assert set(run_dir.iterdir()) == files  # neither wrote anything there
     # Resumed with another node count (one node, one process): the epochs go on from last.pt, in the same
     # MLflow run.
     resumed = run_cli([f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}", "trainer.max_epochs=2", *SMALL],

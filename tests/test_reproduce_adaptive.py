@@ -19,10 +19,11 @@ def training_runs(outputs, experiment):
 
 
 @pytest.mark.slow
-def test_until_decided_runs_planned_looks_and_a_rerun_adds_nothing(tmp_path):
+def test_until_decided_runs_planned_looks_and_a_rerun_adds_nothing(tmp_path, data_cache):
     said: list[str] = []
     adaptive = Adaptive(max_seeds=3, per_round=1)
-    results = run("single_positive_table", [], tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out",
+    cache = [f"paths.cache={data_cache}"]  # the session's digits data (in no study's name): generated once
+    results = run("single_positive_table", cache, tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out",
                   say=lambda *a, **k: said.append(" ".join(map(str, a))), adaptive=adaptive)
     text = results.read_text()
     assert "mlc reproduce single_positive_table --tiny --until-decided --max-seeds=3 --seeds-per-round=1" in text
@@ -42,7 +43,7 @@ def test_until_decided_runs_planned_looks_and_a_rerun_adds_nothing(tmp_path):
     assert groups_in(text) == ["an", "gr"] and "Paired per-seed differences to `loss=an`" in text
     assert f"Runs used: {last[3]}; the fixed design of 3 seeds runs 6." in text
     # the same command again replays the looks over the stored runs: the same decisions, no new run
-    again = run("single_positive_table", [], tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out",
+    again = run("single_positive_table", cache, tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out",
                 say=lambda *a, **k: None, adaptive=adaptive).read_text()
     assert len(training_runs(tmp_path / "out", "single_positive_table")) == len(runs)
     section = r"## Adaptive seeds.*?(?=\n## )"

@@ -25,12 +25,16 @@ def groups_in(results: str) -> list[str]:
 
 # single_positive_table's tiny form runs in tests/test_reproduce_adaptive.py (with --until-decided), not again here
 @pytest.mark.parametrize("name", ["anyclass_table", "lambda_ablation"])
-def test_the_tiny_form_of_each_preset_runs_and_is_reported(name, tmp_path):
-    check_tiny_preset(name, tmp_path)
+def test_the_tiny_form_of_each_preset_runs_and_is_reported(name, tmp_path, data_cache):
+    check_tiny_preset(name, tmp_path, data_cache)
 
 
-def check_tiny_preset(name, tmp_path):
-    results = run(name, [], tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out", say=lambda *a, **k: None)
+def check_tiny_preset(name, tmp_path, cache=None):
+    """``cache``: the session's digits cache (``paths.cache``, in no study's name), so that data of the same
+    configuration is generated once per session rather than once per preset."""
+    overrides = [f"paths.cache={cache}"] if cache else []
+    results = run(name, overrides, tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out",
+                  say=lambda *a, **k: None)
     text = results.read_text()
     assert f"mlc reproduce {name} --tiny" in text and "git commit" in text
     groups = groups_in(text)

@@ -13,17 +13,18 @@ from tests.test_reproduce_presets import check_tiny_preset, groups_in
 pytestmark = pytest.mark.slow
 
 
-def test_the_tiny_form_of_the_longtail_preset_runs_both_phases(tmp_path):
-    check_tiny_preset("longtail_table", tmp_path)
+def test_the_tiny_form_of_the_longtail_preset_runs_both_phases(tmp_path, data_cache):
+    check_tiny_preset("longtail_table", tmp_path, data_cache)
 
 
-def test_rerunning_a_preset_continues_it_and_keeps_the_reading(tmp_path, capfd):
+def test_rerunning_a_preset_continues_it_and_keeps_the_reading(tmp_path, capfd, data_cache):
     kwargs = dict(tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out", say=lambda *a, **k: None)
-    results = run("f1_surrogates_table", [], **kwargs)
+    cache = [f"paths.cache={data_cache}"]  # the session's digits data (in no study's name): generated once
+    results = run("f1_surrogates_table", cache, **kwargs)
     first = results.read_text()
     results.write_text(first.replace("_Not written yet._", "Soft F1 held up."))
     capfd.readouterr()
-    run("f1_surrogates_table", [], **kwargs)
+    run("f1_surrogates_table", cache, **kwargs)
     out = capfd.readouterr().out
     assert out.count("nothing to run") == 4 and "Launching" not in out  # every (loss, seed) study was done
     text = results.read_text()
@@ -31,9 +32,9 @@ def test_rerunning_a_preset_continues_it_and_keeps_the_reading(tmp_path, capfd):
     assert groups_in(text) == ["bce", "sigmoid_f1"]
 
 
-def test_the_tiny_lambda_study_searches_each_ratio_then_reruns_its_best_lambda_over_seeds(tmp_path):
+def test_the_tiny_lambda_study_searches_each_ratio_then_reruns_its_best_lambda_over_seeds(tmp_path, data_cache):
     kwargs = dict(tiny=True, output=tmp_path / "exp", outputs=tmp_path / "out", say=lambda *a, **k: None)
-    results = run("lambda_vs_negative_ratio_study", [], **kwargs)
+    results = run("lambda_vs_negative_ratio_study", [f"paths.cache={data_cache}"], **kwargs)
     text = results.read_text()
     study = (tmp_path / "exp" / "study" / "lambda_study.csv").read_text().splitlines()
     assert study[0].startswith("negative_ratio,trials,best_lambda,search_val/f1_macro_hm_neg,near_best_low")

@@ -12,6 +12,7 @@ import time
 import optuna
 import pytest
 
+from mlc.cli.studies import main as studies_main
 from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs, run_cli
 
 pytestmark = pytest.mark.slow
@@ -56,18 +57,6 @@ def test_three_trial_sweep_completes_and_is_summarised(outputs, data_cache):
     listed = run_cli([storage, "--trials"], outputs, None, module="mlc.cli.studies")
     assert listed.returncode == 0 and "t[dataset.negative_ratio=0.5]: ok, best" in listed.stdout, listed.stderr
     assert f"| 0 | COMPLETE | {trials[0].params['loss.lam']:.4g} | {trials[0].value:.4g} |" in listed.stdout
-
-
-def test_one_study_per_negative_ratio(outputs, data_cache):
-    args = ["-m", *SWEEP, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_grid.dataset.negative_ratio=[0.3,0.7]"]
-    result = run_cli(args, outputs, data_cache)
-    assert result.returncode == 0, result.stderr[-3000:]
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{outputs}/optuna.db"))
-    assert names == ["t[dataset.negative_ratio=0.3]", "t[dataset.negative_ratio=0.7]"]
-    children = [r for r in mlflow_runs(outputs, "lambda_vs_negative_ratio") if r.data.tags.get("mlflow.parentRunId")]
-    assert sorted(r.data.params["dataset.negative_ratio"] for r in children) == ["0.3", "0.7"]
-    achieved = sorted(float(r.data.params["data.train.negative_ratio"]) for r in children)
-    assert achieved == pytest.approx([77 / 256, 179 / 256], abs=1e-6)  # exact, as close as 256 scenes allow
 
 
 # -- sweeps that survive ---------------------------------------------------------------------------------------------
@@ -129,6 +118,15 @@ def test_ctrl_c_stops_the_sweep_and_rerunning_continues_it_without_repeating(out
     assert continued[0].info.status == "FINISHED"  # the same MLflow run, resumed
     second = _study(outputs, "dataset.negative_ratio=0.8").study_name
     assert len(optuna.load_study(study_name=second, storage=f"sqlite:///{outputs}/optuna.db").get_trials()) == 2
+    # One study per negative ratio of the grid, each trial run on data with that ratio, met exactly (as close
+    # as 256 scenes allow: round(0.8 * 256) = 205 negative scenes).
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{outputs}/optuna.db"))
+    assert names == [first.study_name, second] and second.endswith("[dataset.negative_ratio=0.8]")
+    assert first.study_name.endswith("[dataset.negative_ratio=0.5]")
+    children = [r for r in mlflow_runs(outputs, "lambda_vs_negative_ratio") if r.data.tags.get("mlflow.parentRunId")]
+    assert sorted(r.data.params["dataset.negative_ratio"] for r in children) == ["0.5", "0.5", "0.8", "0.8"]
+    achieved = sorted(float(r.data.params["data.train.negative_ratio"]) for r in children)
+    assert achieved == pytest.approx([128 / 256, 128 / 256, 205 / 256, 205 / 256], abs=1e-6)
 
     # 3. n_trials is the total to reach: asking for 3 runs exactly one more trial per study, with new parameters
     #    (each trial's sampler is seeded by its trial number, so a new process does not replay the first one's).
@@ -144,9 +142,9 @@ def test_ctrl_c_stops_the_sweep_and_rerunning_continues_it_without_repeating(out
 # tests/test_postgres.py (started by hand, as on two machines, on an empty PostgreSQL database).
 
 
-def test_a_killed_sweep_leaves_no_trial_running(outputs, data_cache):
+def test_a_killed_sweep_leaves_no_trial_running(outputs, data_cache, capsys):
     args = [*SURVIVE, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "hydra.sweeper.n_trials=1",
-            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=15",
+            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=8",
             "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]"]
     proc = _start(args, outputs, data_cache)
     _run_until(proc, "epoch 2 step 2/")
@@ -154,11 +152,17 @@ def test_a_killed_sweep_leaves_no_trial_running(outputs, data_cache):
     killed = time.monotonic()
     proc.wait(timeout=30)
     storage = f"sqlite:///{outputs}/optuna.db"
-    summary = run_cli([storage], outputs, None, module="mlc.cli.studies")
-    assert "1 running of which 0 stale" in summary.stdout  # alive as far as anyone can tell, for 15 s
-    time.sleep(max(0.0, killed + 16 - time.monotonic()))
-    summary = run_cli([storage], outputs, None, module="mlc.cli.studies")
-    assert "1 running of which 1 stale" in summary.stdout and "1 (1 stale)" in summary.stdout
+
+    def studies(*argv: str) -> str:  # `mlc studies` in this process: read at once, well within the grace period
+        capsys.readouterr()
+        studies_main([storage, *argv])
+        return capsys.readouterr().out
+
+    # alive as far as anyone can tell, for the sweep's 8 s grace period (the default `mlc studies` uses)
+    assert "1 running of which 0 stale" in studies()
+    time.sleep(max(0.0, killed + 9 - time.monotonic()))
+    summary = studies()
+    assert "1 running of which 1 stale" in summary and "1 (1 stale)" in summary
     closed = run_cli([storage, "--fail-stale"], outputs, None, module="mlc.cli.studies")
     assert closed.returncode == 0 and "1 stale trial(s) marked FAIL" in closed.stdout, closed.stderr
     (trial, queued) = _study(outputs).get_trials()

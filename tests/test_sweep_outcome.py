@@ -16,12 +16,11 @@ from optuna.trial import TrialState
 
 from mlc.sweep.study import ATTR_OWNER, ATTR_SURPLUS, owner_gone, process_owner, retire_queued
 from mlc.sweep.summary import StudyResult, outcome
-from tests.conftest import ROOT, cli_env, mlflow_runs, run_cli
+from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs, run_cli
 
-# Trials long enough to be killed in the middle (about 10 s each on 2 cores), short enough for the suite.
-LONG = ["hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]",
-        "dataset.train_size=512", "dataset.val_size=64", "dataset.test_size=64", "trainer.batch_size=32",
-        "trainer.max_epochs=12", "trainer.log_every_n_steps=1"]
+# Trials long enough to be killed in the middle, on the tiny data: a whole epoch takes well under a second.
+KILLABLE = ["hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]",
+            *SMALL, "trainer.log_every_n_steps=1"]
 
 
 def _result(**counts) -> StudyResult:
@@ -77,14 +76,15 @@ def _start(args: list[str], outputs: Path, cache: Path, module: str = "mlc.cli.t
                             start_new_session=True)
 
 
-def _read_until(proc: subprocess.Popen, *marks: str, timeout: float = 240) -> str:
-    """The output of ``proc`` up to the line where every mark has been seen."""
+def _read_until(proc: subprocess.Popen, *marks: str | tuple[str, ...], timeout: float = 240) -> str:
+    """The output of ``proc`` up to the line where every mark has been seen (a tuple: all in one line)."""
+    marks = tuple((m,) if isinstance(m, str) else m for m in marks)
     seen, text, end = set(), [], time.monotonic() + timeout
     while len(seen) < len(marks):
         line = proc.stdout.readline()
         assert line and time.monotonic() < end, f"never saw {set(marks) - seen}:\n{''.join(text)[-3000:]}"
         text.append(line)
-        seen |= {m for m in marks if m in line}
+        seen |= {m for m in marks if all(part in line for part in m)}
     return "".join(text)
 
 
@@ -102,7 +102,7 @@ def _children(pid: int) -> list[int]:
 def test_a_rerun_right_after_a_kill_takes_the_dead_trial_over_at_once(outputs, data_cache):
     """Default heartbeat grace period (60 s): the re-run sees that the trial's process is gone from this
     machine and continues it from its checkpoint at once, instead of "1 running elsewhere: nothing to run"."""
-    args = ["-m", *LONG, "hydra.sweeper.n_trials=1"]
+    args = ["-m", *KILLABLE, "trainer.max_epochs=3", "hydra.sweeper.n_trials=1"]
     proc = _start(args, outputs, data_cache)
     _read_until(proc, "epoch 2 step 2/")
     os.killpg(proc.pid, signal.SIGKILL)
@@ -117,8 +117,9 @@ def test_a_rerun_right_after_a_kill_takes_the_dead_trial_over_at_once(outputs, d
 
 @pytest.mark.slow
 def test_a_worker_killed_by_a_signal_is_named_and_the_others_finish_its_trial(outputs, data_cache):
-    proc = _start(["sweep", "--workers", "2", *LONG, "hydra.sweeper.n_trials=3"], outputs, data_cache, "mlc.cli")
-    _read_until(proc, "[worker 0] [", "[worker 1] [", "epoch 2 step 1/")
+    proc = _start(["sweep", "--workers", "2", *KILLABLE, "trainer.max_epochs=4", "hydra.sweeper.n_trials=3",
+                   "hydra.sweeper.heartbeat_interval=1"], outputs, data_cache, "mlc.cli")
+    _read_until(proc, "[worker 0] [", ("[worker 1] ", "epoch 2 step 1/"))  # worker 1 halfway through a trial
     victim = _children(proc.pid)[1]
     os.kill(victim, signal.SIGKILL)
     out, _ = proc.communicate(timeout=400)
@@ -134,15 +135,16 @@ def test_a_worker_killed_by_a_signal_is_named_and_the_others_finish_its_trial(ou
 
 @pytest.mark.slow
 def test_killing_the_workers_parent_stops_its_workers_and_closes_the_parent_run(outputs, data_cache):
-    args = ["sweep", "--workers", "2", *LONG, "hydra.sweeper.n_trials=2"]
+    args = ["sweep", "--workers", "2", *KILLABLE, "trainer.max_epochs=5", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.heartbeat_interval=1"]
     proc = _start(args, outputs, data_cache, "mlc.cli")
-    _read_until(proc, "[worker 0] [", "[worker 1] [", "epoch 2 step 1/")
+    _read_until(proc, ("[worker 0] ", "epoch 1 step"), ("[worker 1] ", "epoch 1 step"))  # both in their trials
     workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)  # no handler runs in the parent
     proc.wait(timeout=30)
     end = time.monotonic() + 120
     while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < end:
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert not any(Path(f"/proc/{w}").exists() for w in workers), "workers left running without their parent"
     assert {t.state for t in _study(outputs).get_trials()} == {TrialState.FAIL}  # both interrupted, none RUNNING
     (parent,) = [r for r in mlflow_runs(outputs, "lambda_vs_negative_ratio") if r.data.tags.get("mlc.kind") == "sweep"]
@@ -159,12 +161,12 @@ def test_killing_the_workers_parent_stops_its_workers_and_closes_the_parent_run(
 def test_a_trial_running_on_another_host_is_waited_for_then_taken_over_once_its_heartbeat_stops(outputs, data_cache):
     from mlc.sweep.study import heartbeat, open_storage
 
-    storage = open_storage(f"sqlite:///{outputs}/optuna.db", heartbeat_interval=1, grace_period=8)
+    storage = open_storage(f"sqlite:///{outputs}/optuna.db", heartbeat_interval=1, grace_period=5)
     study = optuna.create_study(study_name="t[dataset.negative_ratio=0.5]", storage=storage, direction="maximize")
     lost = study.ask({"loss.lam": optuna.distributions.FloatDistribution(0.001, 0.5, log=True)})
     lost.set_user_attr(ATTR_OWNER, {"host": "another-machine", "pid": 1, "start": "boot:1"})
-    args = ["-m", *LONG, "trainer.max_epochs=1", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=t",
-            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=8"]
+    args = ["-m", *KILLABLE, "trainer.max_epochs=1", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=t",
+            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=5"]
     with heartbeat(storage, lost):  # alive on its machine until the sweep has started; then that machine is lost
         proc = _start(args, outputs, data_cache)
         seen = _read_until(proc, "study 1/1")

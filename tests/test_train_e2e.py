@@ -119,7 +119,7 @@ def test_two_process_gloo_ddp_metrics_equal_single_process_metrics(outputs, data
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mlc.cli.train",
            "trainer.max_epochs=2", "dataset.train_size=512", "dataset.val_size=131", "dataset.test_size=128",
            "trainer.batch_size=32", "trainer.eval_batch_size=50", f"paths.cache={data_cache}"]
-    result = subprocess.run(cmd, cwd=ROOT, env=cli_env(outputs, OMP_NUM_THREADS="1"), capture_output=True,
+    result = subprocess.run(cmd, cwd=ROOT, env=cli_env(outputs), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es) on cpu" in result.stdout

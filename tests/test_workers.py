@@ -64,7 +64,8 @@ def test_two_workers_fill_one_study_to_exactly_n_trials_under_one_parent_run(out
     in MLflow, checkpoints of epoch 1 complete."""
     args = ["sweep", "--workers", "2", "hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.n_trials=3",
             "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]", "trainer.max_epochs=3", *SMALL,
-            "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0", f"paths.cache={data_cache}"]
+            "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0", f"paths.cache={data_cache}",
+            "hydra.sweeper.heartbeat_interval=1"]  # a worker done first polls for the other's trial every 1 s, not 5
     result = subprocess.run([sys.executable, "-m", "mlc.cli", *args], cwd=ROOT, env=cli_env(outputs),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -139,7 +139,7 @@ def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str, nodes: Nodes |
                           shutdown_timeout=SHUTDOWN_TIMEOUT_S, logs_specs=DefaultLogsSpecs(log_dir=logs), **where)
     _quiet_launcher(critical_only=nodes is not None)
     try:
-        with _without_store_noise() if nodes is not None else contextlib.nullcontext():
+        with _without_store_noise() if nodes is not None else contextlib.nullcontext(), _threads_per_rank(int(nproc)):
             results = elastic_launch(config, _guarded)(fn, *args)
     except ChildFailedError as err:
         failures = sorted(err.failures.items())
@@ -169,6 +169,21 @@ def run_on_local_ranks(fn, nproc: int, args: tuple, log_dir: str, nodes: Nodes |
     if failures:
         raise failures[0][1].error
     return results[min(results)]
+
+
+@contextlib.contextmanager
+def _threads_per_rank(nproc: int):
+    """The ranks share this machine's cores: each gets ``cores // nproc`` torch threads (``OMP_NUM_THREADS``,
+    which the spawned ranks inherit) unless the user chose a number. Without it every rank would use every
+    core, and on CPU the ranks' threads would fight over them (torchrun sets 1 for the same reason)."""
+    if "OMP_NUM_THREADS" in os.environ or nproc <= 1:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // nproc))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _resume_hint(log_dir: str) -> str:
