@@ -73,8 +73,9 @@ class TrainingInterrupted(MlcError):
     trial stopped by the warning signal before its time limit (SIGUSR2) is requeued from it, not failed
     (``hydra_plugins.mlc_sweepers.slurm``)."""
 
-    signal: str | None = None
-    checkpoint: str | None = None
+    def __init__(self, message: str, signal: str | None = None, checkpoint: str | None = None):
+        super().__init__(message)
+        self.signal, self.checkpoint = signal, checkpoint
 
 
 class TrialPruned(MlcError):

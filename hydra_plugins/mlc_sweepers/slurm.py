@@ -54,7 +54,9 @@ class RequeuingSlurmLauncher(submitit_launcher.SlurmLauncher):
             ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
         finally:
             signal.signal(WARNING_SIGNAL, requeue)
-        err = ret._return_value if ret.status == JobStatus.FAILED else None
+        from mlc.sweep.optuna_api import job_error  # deferred: loads Optuna; Hydra imports this plugin in every run
+
+        err = job_error(ret) if ret.status == JobStatus.FAILED else None
         stopped = isinstance(err, TrainingInterrupted) and (err.signal == WARNING_SIGNAL.name or bool(warned))
         if stopped and err.checkpoint and callable(requeue):
             self._resume_from = err.checkpoint

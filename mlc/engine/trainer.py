@@ -357,11 +357,10 @@ class Trainer:
 
     def _interrupt(self) -> None:
         self._call("on_interrupt")
-        err = TrainingInterrupted(
+        last = self.ckpt_dir / "last.pt"
+        raise TrainingInterrupted(
             f"interrupted ({self._stop_signal or 'signal on another rank'}) at epoch {self.epoch + 1}, step "
-            f"{self.step_in_epoch}; resume with trainer.resume={self.ckpt_dir / 'last.pt'}")
-        err.signal, err.checkpoint = self._stop_signal, str(self.ckpt_dir / "last.pt")  # (for a SLURM requeue)
-        raise err
+            f"{self.step_in_epoch}; resume with trainer.resume={last}", signal=self._stop_signal, checkpoint=str(last))
 
     def _end_epoch(self, epoch: int, train_seconds: float, seen_now: int) -> None:
         scored = self.score("val")
