@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from mlc.engine import checkpoint as ckpt
-from tests.conftest import ROOT, SMALL, cli_env, compose, run_cli
+from tests.conftest import ROOT, SMALL, cli_env, compose, run_cli, run_module
 
 pytestmark = pytest.mark.slow
 SWEEP = ["-m", "hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.n_trials=1", "trainer.max_epochs=1",
@@ -216,7 +216,8 @@ HASHES = ("import hashlib, json, pathlib, sys; root = pathlib.Path(sys.argv[1]);
 
 
 def run_case(cmd: list[str], sandbox: str | None, outputs: Path, tmp: Path) -> tuple[int, str, bool]:
-    """(exit code, stderr, whether everything written before is unchanged) of ``cmd`` run on ``outputs``.
+    """(exit code, stderr, whether everything written before is unchanged) of ``cmd`` run on ``outputs``
+    (``python -m ...`` without a sandbox: in a process forked from the tests' zygote, ``run_module``).
 
     ``read-only``: ``outputs`` is bind-mounted read-only onto itself in a mount namespace. ``full``: a
     tmpfs a little larger than the earlier outputs is mounted over it, the earlier outputs are copied
@@ -225,7 +226,8 @@ def run_case(cmd: list[str], sandbox: str | None, outputs: Path, tmp: Path) -> t
     """
     if sandbox is None:
         before = snapshot(outputs)
-        result = subprocess.run(cmd, cwd=ROOT, env=cli_env(outputs), capture_output=True, text=True, timeout=120)
+        assert cmd[:2] == [sys.executable, "-m"], cmd
+        result = run_module(cmd[2], cmd[3:], cli_env(outputs), timeout=120)
         return result.returncode, result.stderr, snapshot(outputs) == before
     run = subprocess.list2cmdline(cmd)
     if sandbox == "read-only":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlc.cli import COMMANDS, main, usage
-from tests.conftest import ROOT, cli_env
+from tests.conftest import cli_env, run_module
 
 
 def test_help_lists_every_command_with_one_line_and_each_module_exists(capsys):
@@ -45,8 +45,7 @@ def test_the_console_script_is_installed_beside_the_interpreter():
     (["plot", "likelihood", "--lam", "2", "--output", "x"], 2, "error: --lam"),
 ])
 def test_subcommands_run_their_module_with_its_checks(args, code, expected, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlc.cli", *args], cwd=ROOT, env=cli_env(tmp_path),
-                            capture_output=True, text=True, timeout=120)
+    result = run_module("mlc.cli", args, cli_env(tmp_path), timeout=120)
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs, run_cli
+from tests.conftest import SMALL, cli_env, mlflow_runs, run_cli, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +33,7 @@ def trained(tmp_path_factory, data_cache) -> dict:
 
 def mlc(args: list[str], outputs: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
     """The ``mlc`` command (``python -m mlc.cli``, what the console script runs)."""
-    return subprocess.run([sys.executable, "-m", "mlc.cli", *args], cwd=ROOT, env=cli_env(outputs),
-                          capture_output=True, text=True, timeout=300)
+    return run_module("mlc.cli", args, cli_env(outputs), timeout=300)
 
 
 def evaluated(path: Path, outputs: Path) -> dict:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
+import os
 
 import numpy as np
 import pytest
 
 from mlc import likelihood as lk
 from mlc.cli.plot import main
-from tests.conftest import ROOT
+from tests.conftest import run_module
 
 POINTS = [(0.3, 0.8), (0.9, 0.05), (0.5, 0.5), (1e-6, 1 - 1e-6), (0.999, 0.002)]
 
@@ -137,8 +136,8 @@ def test_cli_writes_one_png_per_label_pair(tmp_path, capsys):
 
 
 def test_cli_as_a_module_reports_without_traceback(tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "mlc.cli.plot", "likelihood", "--lam", "2", "--output", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = run_module("mlc.cli.plot", ["likelihood", "--lam", "2", "--output", str(tmp_path)], dict(os.environ),
+                     timeout=60)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.splitlines() == [
         "error: --lam 2.0: λ must be in [0, 1]"]
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,6 +36,7 @@ from mlc.report.stats import (  # (INCONCLUSIVE and NO_INTERVAL come from mlc.re
     paired_difference,
 )
 from mlc.report.tables import latex_escape
+from tests.conftest import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES, BACKBONES, SEEDS = ("cb_bce", "any_bce"), ("cnn_small", "resnet18"), (0, 1, 2)
@@ -375,8 +375,8 @@ def test_bad_store_and_output(store, tmp_path, capsys, monkeypatch):
 
 
 def test_cli_process_error_and_help(tmp_path, capsys):
-    done = subprocess.run([sys.executable, "-m", "mlc.report", "--tracking-uri", f"sqlite:///{tmp_path}/x.db",
-                           "--output", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = run_module("mlc.report", ["--tracking-uri", f"sqlite:///{tmp_path}/x.db", "--output", str(tmp_path / "r")],
+                      dict(os.environ), timeout=60)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: --tracking-uri=")
     assert not (tmp_path / "x.db").exists()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from mlc.cli.reproduce import (
 )
 from mlc.config import compose_config
 from mlc.sweep.plan import plan_sweep
+from tests.conftest import run_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "experiment"
 
@@ -87,9 +86,9 @@ def test_presets_are_frozen_records():
 
 
 def test_a_grid_over_a_config_group_refuses_an_unknown_option_before_any_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlc.cli.train", "-m", "experiment=f1_surrogates_table",
-                             "hydra.sweeper.study_grid.loss=[bce,hinge]"], capture_output=True, text=True,
-                            env={**os.environ, "MLC_OUTPUTS": str(tmp_path)}, timeout=120)
+    result = run_module("mlc.cli.train", ["-m", "experiment=f1_surrogates_table",
+                                          "hydra.sweeper.study_grid.loss=[bce,hinge]"],
+                        {**os.environ, "MLC_OUTPUTS": str(tmp_path)}, timeout=120)
     assert result.returncode != 0
     assert "loss='hinge'" in result.stderr and "a value of hydra.sweeper.study_grid" in result.stderr, result.stderr
     assert not list(tmp_path.glob("multirun/*/*/0"))  # nothing ran

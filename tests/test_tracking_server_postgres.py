@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, SMALL, cli_env
+from tests.conftest import ROOT, SMALL, cli_env, run_module
 from tests.postgres import create_database
 from tests.test_tracking_server import stop, wait_healthy
 from tests.test_ui import free_port
@@ -33,12 +33,13 @@ def test_two_workers_log_through_a_tracking_server_on_postgres_and_the_report_re
                                   cwd=ROOT, env=cli_env(outputs), stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_healthy(base, server, log)
-        sweep = subprocess.run(
-            [sys.executable, "-m", "mlc.cli", "sweep", "--workers", "2", "hparams_search=lambda_vs_negative_ratio",
-             "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-             "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]", "trainer.max_epochs=1", *SMALL,
-             f"hydra.sweeper.storage={studies}", f"tracking.tracking_uri={base}", f"paths.cache={data_cache}"],
-            cwd=ROOT, env=cli_env(outputs), capture_output=True, text=True, timeout=600)
+        sweep = run_module(
+            "mlc.cli", ["sweep", "--workers", "2", "hparams_search=lambda_vs_negative_ratio",
+                        "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                        "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]", "trainer.max_epochs=1", *SMALL,
+                        f"hydra.sweeper.storage={studies}", f"tracking.tracking_uri={base}",
+                        f"paths.cache={data_cache}"],
+            cli_env(outputs), timeout=600)
         assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
         assert "[worker 0]" in sweep.stdout and "[worker 1]" in sweep.stdout
 
@@ -60,10 +61,10 @@ def test_two_workers_log_through_a_tracking_server_on_postgres_and_the_report_re
             sorted(r.info.run_id for r in children)
         assert not (outputs / "mlflow.db").exists() and not (outputs / "mlartifacts").exists()
 
-        report = subprocess.run(
-            [sys.executable, "-m", "mlc.report", "--tracking-uri", base, "--experiment", "lambda_vs_negative_ratio",
-             "--group-by", "lam", "--metrics", "test/f1_macro,test/map", "--output", str(tmp_path / "report")],
-            cwd=ROOT, env=cli_env(outputs), capture_output=True, text=True, timeout=300)
+        report = run_module(
+            "mlc.report", ["--tracking-uri", base, "--experiment", "lambda_vs_negative_ratio", "--group-by", "lam",
+                           "--metrics", "test/f1_macro,test/map", "--output", str(tmp_path / "report")],
+            cli_env(outputs), timeout=300)
         assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
         table = (tmp_path / "report" / "table.csv").read_text().splitlines()
         assert table[0].startswith("lam,n,") and len(table) == 3  # one row per λ the two workers tried

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -12,7 +10,7 @@ from optuna.trial import TrialState
 
 from mlc.sweep.study import ATTR_SURPLUS, within_budget
 from mlc.sweep.workers import device_sets, parse
-from tests.conftest import ROOT, SMALL, cli_env, mlflow_runs
+from tests.conftest import SMALL, cli_env, mlflow_runs, run_module
 
 
 def test_a_trial_asked_beyond_n_trials_in_a_race_is_surplus_and_never_counts(tmp_path):
@@ -66,8 +64,7 @@ def test_two_workers_fill_one_study_to_exactly_n_trials_under_one_parent_run(out
             "hydra.sweeper.study_grid.dataset.negative_ratio=[0.5]", "trainer.max_epochs=3", *SMALL,
             "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0", f"paths.cache={data_cache}",
             "hydra.sweeper.heartbeat_interval=1"]  # a worker done first polls for the other's trial every 1 s, not 5
-    result = subprocess.run([sys.executable, "-m", "mlc.cli", *args], cwd=ROOT, env=cli_env(outputs),
-                            capture_output=True, text=True, timeout=600)
+    result = run_module("mlc.cli", args, cli_env(outputs), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[worker 0]" in result.stdout and "[worker 1]" in result.stdout
     assert "pruned by ThresholdPruner at epoch 1" in result.stdout and "all pruned" in result.stdout
@@ -92,11 +89,9 @@ def test_two_workers_fill_one_study_to_exactly_n_trials_under_one_parent_run(out
 
 
 def test_workers_need_an_optuna_sweep_and_a_shared_storage(outputs):
-    plain = subprocess.run([sys.executable, "-m", "mlc.cli", "sweep", "--workers", "2", "seed=0,1"], cwd=ROOT,
-                           env=cli_env(outputs), capture_output=True, text=True, timeout=120)
+    plain = run_module("mlc.cli", ["sweep", "--workers", "2", "seed=0,1"], cli_env(outputs), timeout=120)
     assert plain.returncode == 2 and plain.stderr.strip().startswith("error: --workers=2: needs an Optuna sweep")
-    memory = subprocess.run([sys.executable, "-m", "mlc.cli", "sweep", "--workers", "2",
-                             "hparams_search=lambda_vs_negative_ratio", "hydra.sweeper.storage=null"], cwd=ROOT,
-                            env=cli_env(outputs), capture_output=True, text=True, timeout=120)
+    memory = run_module("mlc.cli", ["sweep", "--workers", "2", "hparams_search=lambda_vs_negative_ratio",
+                                    "hydra.sweeper.storage=null"], cli_env(outputs), timeout=120)
     assert memory.returncode == 2 and "need a storage they share" in memory.stderr
     assert not list(outputs.glob("multirun/*")) and not (outputs / "mlflow.db").exists()

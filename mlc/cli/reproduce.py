@@ -182,9 +182,9 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
                                            else ("mlc.cli.train", "-m")),
                    f"experiment={name}", f"hydra.sweep.dir={_path_value(directory)}", *_last_wins(arguments)]
         say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
-        done = subprocess.run(command, cwd=REPO, env=env)
-        if done.returncode != 0:
-            raise SystemExit(done.returncode)  # the sweep printed its own error; the same command continues it
+        code = run_python(command[2:], env)
+        if code != 0:
+            raise SystemExit(code)  # the sweep printed its own error; the same command continues it
 
     report_dir, study_dir, design, search_seeds = output / "report", None, None, "0"
     if looks is None:
@@ -197,13 +197,13 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
         for fixed, best in best_points(folder, planned):
             sweep(folder / "seeds", [*arguments, *reseed_overrides(fixed, best, seeds)])
         monitor, search_seeds = _search_monitor(folder)
-        _report(name, outputs, folder, "lam,negative_ratio", f"best/{monitor}", output / "search", None, env, say)
+        _report(name, outputs, folder, "lam,negative_ratio", f"best/{monitor}", output / "search", None, say)
         study_dir = output / "study"
         _call(["mlc.report.lambda_study", "--search", str(folder), "--seeds", str(folder / "seeds"), "--outputs",
                str(outputs), "--experiment", name, "--metrics", (tiny and preset.tiny_metrics) or preset.metrics,
-               "--output", str(study_dir)], name, env, say)
+               "--output", str(study_dir)], name, say)
     _report(name, outputs, folder / "seeds" if preset.reseed else folder, preset.group_by,
-            (tiny and preset.tiny_metrics) or preset.metrics, report_dir, preset.baseline, env, say,
+            (tiny and preset.tiny_metrics) or preset.metrics, report_dir, preset.baseline, say,
             design.report_options if design else ())
     seconds = time.perf_counter() - started
     results = output / "RESULTS.md"
@@ -260,10 +260,10 @@ def reseed_overrides(fixed: dict, best: dict, seeds: list[int]) -> list[str]:
 
 
 def _report(name: str, outputs: Path, sweep_dir: Path, group_by: str, metrics: str, out: Path, baseline: str | None,
-            env: dict, say, options: tuple[str, ...] = ()) -> None:
+            say, options: tuple[str, ...] = ()) -> None:
     _call(["mlc.report", "--outputs", str(outputs), "--experiment", name, "--sweep", str(sweep_dir), "--group-by",
            group_by, "--metrics", metrics, "--output", str(out), *(["--baseline", baseline] if baseline else []),
-           *options], name, env, say)
+           *options], name, say)
 
 
 @dataclass(frozen=True)
@@ -350,10 +350,23 @@ def _until_decided(preset: Preset, looks: list[tuple[int, ...]], adaptive: Adapt
     return Design(text, options, command)
 
 
-def _call(module_and_args: list[str], name: str, env: dict, say) -> None:
-    command = [sys.executable, "-m", *module_and_args]
-    say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
-    if subprocess.run(command, cwd=REPO, env=env).returncode != 0:
+def run_python(module_and_args: list[str], env: dict) -> int:
+    """``python -m <module> <args>`` in the repository with ``env``: a sweep, in a process of its own (Hydra's
+    state, logging and exit code are a whole process's); its exit code. (The tests start it from a warm
+    interpreter: tests/conftest.py.)"""
+    return subprocess.run([sys.executable, "-m", *module_and_args], cwd=REPO, env=env).returncode
+
+
+def _call(module_and_args: list[str], name: str, say) -> None:
+    """A report step, run in this process: the same ``main`` that ``python -m <module> <args>`` runs, without
+    loading numpy, SciPy, MLflow and matplotlib again (~5 s of CPU per report)."""
+    from mlc.report import cli as report_cli  # deferred: loads numpy and MLflow; `mlc reproduce --help` does not
+    from mlc.report import lambda_study  # deferred: with the rest of mlc.report
+
+    module, *args = module_and_args
+    main = {"mlc.report": report_cli.main, "mlc.report.lambda_study": lambda_study.main}[module]
+    say(f"reproduce {name}: {shlex.join(['-m', *module_and_args])}", flush=True)
+    if main(args) != 0:
         raise SystemExit(1)
 
 
