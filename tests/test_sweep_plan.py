@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from omegaconf import OmegaConf
 
@@ -76,8 +74,8 @@ def test_a_phase_plans_the_studies_of_the_separate_sweep_it_replaces():
 @pytest.mark.parametrize("name", sorted(reproduce.presets()))
 def test_mlc_sweep_and_mlc_reproduce_plan_the_same_runs(name, tmp_path, monkeypatch):
     commands = []
-    monkeypatch.setattr(reproduce.subprocess, "run", lambda c, **_: commands.append(c) or
-                        subprocess.CompletedProcess(c, 0))
+    monkeypatch.setattr(reproduce, "run_python", lambda c, env: commands.append(["python", "-m", *c]) or 0)
+    monkeypatch.setattr(reproduce, "_call", lambda *_, **__: None)  # (the report steps: nothing ran to report)
     monkeypatch.setattr(reproduce, "_git_commit", lambda: "test")
     monkeypatch.setattr(reproduce, "best_points", lambda *_: [])  # a search preset's re-runs follow its results
     monkeypatch.setattr(reproduce, "_search_monitor", lambda _: ("val/f1_macro", "0"))
