@@ -159,7 +159,8 @@ def _child(request: dict) -> None:
         threading._shutdown()  # the interpreter's exit: wait for non-daemon threads, then atexit handlers
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            if not stream.closed:  # (a command may close its output, as json.tool does)
+                stream.flush()
     except BaseException:
         traceback.print_exc()
     finally:

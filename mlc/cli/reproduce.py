@@ -178,11 +178,10 @@ def run(name: str, overrides: list[str], tiny: bool = False, output: Path | None
     commit, started = _git_commit(), time.perf_counter()  # the code the runs start from
 
     def sweep(directory: Path, arguments: list[str]) -> None:
-        command = [sys.executable, "-m", *(("mlc.cli", "sweep", f"--workers={workers}") if workers > 1
-                                           else ("mlc.cli.train", "-m")),
+        command = [*(("mlc.cli", "sweep", f"--workers={workers}") if workers > 1 else ("mlc.cli.train", "-m")),
                    f"experiment={name}", f"hydra.sweep.dir={_path_value(directory)}", *_last_wins(arguments)]
-        say(f"reproduce {name}: {shlex.join(command[1:])}", flush=True)
-        code = run_python(command[2:], env)
+        say(f"reproduce {name}: {shlex.join(['-m', *command])}", flush=True)
+        code = run_python(command, env)
         if code != 0:
             raise SystemExit(code)  # the sweep printed its own error; the same command continues it
 
