@@ -41,7 +41,7 @@ demo: install ## the main job: a small λ-vs-negative-ratio Optuna sweep on the 
 # Two test processes (pytest-xdist; a file's tests stay together): most tests wait on subprocesses, so
 # the suite is ~1.5x faster on 2 cores than one process. TEST_JOBS=1 runs them one after another.
 TEST_JOBS ?= 2
-test: install ## run the whole test suite (about 15 minutes on 2 CPU cores; prints the 25 slowest tests)
+test: install ## run the whole test suite (about 13 minutes on 2 CPU cores; prints the 25 slowest tests)
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=25
 
 test-fast: install ## unit tests only (skips end-to-end subprocess runs)
